@@ -1,0 +1,288 @@
+//! The embedded vault in a data directory.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tenant_vault::{
+    AuditRecord, IssuedToken, KdfParams, LimitChange, Limits, ListPage, ListPrefix, MetadataUpdate,
+    Principal, ScopeCreated, ScopeInfo, ScopeKind, ScopeStatus, Secret, SecretMetadata, SecretPath,
+    Session, Slug, SqliteStore, TokenInfo, TokenSpec, Unlock, Vault, VaultOptions, VersionedSecret,
+};
+use zeroize::Zeroizing;
+
+use crate::backend::{Backend, CmdError, CmdResult, ExitKind};
+
+const DB_FILE: &str = "vault.db";
+const CONFIG_FILE: &str = "config.toml";
+
+/// `DATA_DIR/config.toml`: how to unlock the vault without flags. Holds a
+/// path, never key material.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataDirConfig {
+    /// The key file given to `init --key-file`.
+    key_file: Option<PathBuf>,
+}
+
+/// Where the unlock material comes from, as given on the command line.
+#[derive(Debug, Default)]
+pub(crate) struct UnlockArgs {
+    pub(crate) key_file: Option<PathBuf>,
+    pub(crate) passphrase_stdin: bool,
+    pub(crate) passphrase_file: Option<PathBuf>,
+}
+
+impl UnlockArgs {
+    /// True when stdin is taken by the passphrase.
+    pub(crate) fn uses_stdin(&self) -> bool {
+        self.passphrase_stdin
+    }
+
+    fn resolve(&self, data_dir: &Path) -> CmdResult<Unlock> {
+        if let Some(f) = &self.key_file {
+            return Ok(Unlock::KeyFile(f.clone()));
+        }
+        if self.passphrase_stdin {
+            return read_passphrase(std::io::stdin().lock(), "standard input");
+        }
+        if let Some(f) = &self.passphrase_file {
+            let file = fs::File::open(f).map_err(|e| {
+                CmdError::usage(format!("cannot read passphrase file {}: {e}", f.display()))
+            })?;
+            return read_passphrase(file, "the passphrase file");
+        }
+        let cfg = read_config(data_dir)?;
+        match cfg.key_file {
+            Some(f) => Ok(Unlock::KeyFile(f)),
+            None => Err(CmdError::new(
+                ExitKind::Denied,
+                "this vault is unlocked with a passphrase: give --passphrase-stdin or \
+                 --passphrase-file (or --key-file for a key-file vault)",
+            )),
+        }
+    }
+}
+
+/// Reads the first line as the passphrase (without its line ending).
+fn read_passphrase(mut r: impl Read, from: &str) -> CmdResult<Unlock> {
+    let mut buf = Zeroizing::new(Vec::new());
+    r.read_to_end(&mut buf)
+        .map_err(|e| CmdError::usage(format!("cannot read the passphrase from {from}: {e}")))?;
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(CmdError::usage(format!(
+            "the passphrase read from {from} is empty"
+        )));
+    }
+    Ok(Unlock::Passphrase(Secret::new(line.to_vec())))
+}
+
+fn read_config(data_dir: &Path) -> CmdResult<DataDirConfig> {
+    let p = data_dir.join(CONFIG_FILE);
+    match fs::read_to_string(&p) {
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| CmdError::new(ExitKind::Failure, format!("{}: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DataDirConfig::default()),
+        Err(e) => Err(CmdError::new(
+            ExitKind::Failure,
+            format!("cannot read {}: {e}", p.display()),
+        )),
+    }
+}
+
+/// `secret-mcp init`: creates the data directory and the vault. With a key
+/// file that does not exist yet, creates it with a fresh random key.
+pub(crate) fn init(data_dir: &Path, unlock: &UnlockArgs, kdf: KdfParams) -> CmdResult<String> {
+    let db = data_dir.join(DB_FILE);
+    if db.exists() {
+        return Err(CmdError::new(
+            ExitKind::Conflict,
+            format!("a vault already exists in {}", data_dir.display()),
+        ));
+    }
+    if unlock.key_file.is_none() && !unlock.passphrase_stdin && unlock.passphrase_file.is_none() {
+        return Err(CmdError::usage(
+            "init needs --key-file FILE or --passphrase-stdin (or --passphrase-file FILE)",
+        ));
+    }
+    let mut created_key = false;
+    if let Some(kf) = &unlock.key_file {
+        if !kf.exists() {
+            tenant_vault::create_key_file(kf)?;
+            created_key = true;
+        }
+    }
+    create_private_dir(data_dir)?;
+    let the_unlock = unlock.resolve(data_dir)?;
+    let mut opts = VaultOptions::default();
+    opts.kdf = kdf;
+    Vault::init(open_store(&db)?, &the_unlock, opts)?;
+    if let Some(kf) = &unlock.key_file {
+        let abs = fs::canonicalize(kf).unwrap_or_else(|_| kf.clone());
+        let cfg = DataDirConfig {
+            key_file: Some(abs),
+        };
+        let text = toml::to_string(&cfg)
+            .map_err(|e| CmdError::new(ExitKind::Failure, format!("writing the config: {e}")))?;
+        fs::write(
+            data_dir.join(CONFIG_FILE),
+            format!("# written by `secret-mcp init`\n{text}"),
+        )
+        .map_err(|e| CmdError::new(ExitKind::Failure, format!("writing the config: {e}")))?;
+    }
+    let how = match (&unlock.key_file, created_key) {
+        (Some(kf), true) => format!("a new key file {}", kf.display()),
+        (Some(kf), false) => format!("the key file {}", kf.display()),
+        (None, _) => "a passphrase (Argon2id)".to_owned(),
+    };
+    Ok(format!(
+        "initialized a vault in {}, unlocked by {how}",
+        data_dir.display()
+    ))
+}
+
+fn create_private_dir(dir: &Path) -> CmdResult<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|e| {
+        CmdError::new(
+            ExitKind::Failure,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })
+}
+
+fn open_store(db: &Path) -> CmdResult<SqliteStore> {
+    Ok(SqliteStore::open(db)?)
+}
+
+/// The embedded vault, used as one principal: the holder of `--token`, or
+/// `root` (the unlock material's holder) without one. Every request goes
+/// through a session, so it is authorized and audited as a remote one is.
+pub(crate) struct Local {
+    vault: Vault,
+    principal: Principal,
+}
+
+impl Local {
+    fn session(&self) -> Session<'_> {
+        self.vault.session(self.principal.clone())
+    }
+
+    /// Opens and unlocks the vault in `data_dir`, as the holder of `token`
+    /// when given.
+    pub(crate) fn open(
+        data_dir: &Path,
+        unlock: &UnlockArgs,
+        token: Option<&str>,
+        audit_file: Option<PathBuf>,
+    ) -> CmdResult<Local> {
+        let db = data_dir.join(DB_FILE);
+        if !db.exists() {
+            return Err(CmdError::new(
+                ExitKind::NotFound,
+                format!(
+                    "no vault in {}: run `secret-mcp init` first (or set --data-dir / SECRET_MCP_DATA)",
+                    data_dir.display()
+                ),
+            ));
+        }
+        let unlock = unlock.resolve(data_dir)?;
+        let mut opts = VaultOptions::default();
+        opts.audit_file = audit_file;
+        let vault = Vault::open(open_store(&db)?, &unlock, opts)?;
+        let principal = match token {
+            Some(t) => vault.authenticate(t)?,
+            None => Principal::Root,
+        };
+        Ok(Local { vault, principal })
+    }
+}
+
+impl Backend for Local {
+    fn create_scope(&self, slug: &Slug, kind: ScopeKind) -> CmdResult<ScopeCreated> {
+        Ok(self.session().create_scope(slug, kind)?)
+    }
+    fn list_scopes(&self) -> CmdResult<Vec<ScopeInfo>> {
+        Ok(self.session().list_scopes()?)
+    }
+    fn scope_status(&self, slug: &Slug) -> CmdResult<ScopeStatus> {
+        Ok(self.session().scope_status(slug)?)
+    }
+    fn delete_scope(&self, slug: &Slug) -> CmdResult<()> {
+        Ok(self.session().delete_scope(slug)?)
+    }
+    fn rotate_key(&self, slug: &Slug, rewrap: bool) -> CmdResult<(u32, u64)> {
+        Ok(self.session().rotate_key(slug, rewrap)?)
+    }
+    fn put(&self, path: &SecretPath, value: &Secret, cas: Option<u64>) -> CmdResult<u64> {
+        Ok(self.session().put(path, value, cas)?)
+    }
+    fn get(&self, path: &SecretPath, version: Option<u64>) -> CmdResult<VersionedSecret> {
+        Ok(match version {
+            Some(v) => self.session().get_version(path, v)?,
+            None => self.session().get(path)?,
+        })
+    }
+    fn list(&self, prefix: &ListPrefix, after: Option<&str>, limit: usize) -> CmdResult<ListPage> {
+        Ok(self.session().list(prefix, after, limit)?)
+    }
+    fn delete(&self, path: &SecretPath, versions: &[u64]) -> CmdResult<Vec<u64>> {
+        Ok(self.session().delete(path, versions)?)
+    }
+    fn undelete(&self, path: &SecretPath, versions: &[u64]) -> CmdResult<Vec<u64>> {
+        Ok(self.session().undelete(path, versions)?)
+    }
+    fn destroy(&self, path: &SecretPath, versions: &[u64]) -> CmdResult<Vec<u64>> {
+        Ok(self.session().destroy(path, versions)?)
+    }
+    fn metadata(&self, path: &SecretPath) -> CmdResult<SecretMetadata> {
+        Ok(self.session().metadata(path)?)
+    }
+    fn update_metadata(&self, path: &SecretPath, update: &MetadataUpdate) -> CmdResult<()> {
+        Ok(self.session().update_metadata(path, update)?)
+    }
+    fn limits(&self, slug: &Slug) -> CmdResult<Limits> {
+        Ok(self.session().limits(slug)?)
+    }
+    fn set_limits(&self, slug: &Slug, change: &LimitChange) -> CmdResult<()> {
+        Ok(self.session().set_limits(slug, change)?)
+    }
+    fn issue_token(&self, spec: &TokenSpec) -> CmdResult<IssuedToken> {
+        Ok(self.session().issue_token(spec)?)
+    }
+    fn revoke_token(&self, id: &str) -> CmdResult<()> {
+        Ok(self.session().revoke_token(id)?)
+    }
+    fn list_tokens(&self, tenant: Option<&Slug>) -> CmdResult<Vec<TokenInfo>> {
+        Ok(self.session().list_tokens(tenant)?)
+    }
+    fn audit_verify(&self) -> CmdResult<Result<u64, String>> {
+        self.operator_only("audit verify")?;
+        Ok(self.vault.verify_audit()?.map_err(|p| p.to_string()))
+    }
+    fn audit_tail(&self, n: usize) -> CmdResult<Vec<AuditRecord>> {
+        self.operator_only("audit tail")?;
+        Ok(self.vault.audit_tail(n)?)
+    }
+}
+
+impl Local {
+    fn operator_only(&self, what: &str) -> CmdResult<()> {
+        match self.principal {
+            Principal::Root | Principal::Operator { .. } => Ok(()),
+            _ => Err(CmdError::new(
+                ExitKind::Denied,
+                format!("permission denied: {what} needs an operator token"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! Storage: the [`Store`] trait the vault logic is written against, and the
+//! records that cross it.
+//!
+//! A store holds only ciphertexts, wrapped keys and metadata. Every method
+//! that touches several rows runs in one transaction, and every decision that
+//! must be atomic with a write (allocating a version, checking a CAS, counting
+//! a key's encryptions, enforcing the secret quota) is taken inside it, so a
+//! backend shared by several servers stays correct.
+
+use std::collections::BTreeMap;
+
+use crate::crypto::KdfParams;
+use crate::error::Result;
+use crate::path::{SecretName, Slug};
+
+pub(crate) mod sqlite;
+
+/// Milliseconds since the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// RFC 3339, to the millisecond, in UTC: `2026-11-23T09:35:48.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let fmt = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&fmt).ok())
+            .unwrap_or_else(|| format!("@{}ms", self.0))
+    }
+}
+
+/// The internal identity of a tenant scope: 128 random bits, never reused.
+/// Re-creating a deleted slug gives a new id, so nothing of the old scope
+/// (rows, keys, cache entries, ciphertexts bound to the old id) can ever be
+/// reached through the new one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScopeId(pub String);
+
+impl ScopeId {
+    /// A fresh random id.
+    pub(crate) fn generate() -> Self {
+        use rand::RngCore;
+        let mut b = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        ScopeId(hex::encode(b))
+    }
+}
+
+/// The kind of tenant, as our platforms sell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ScopeKind {
+    /// A company account.
+    Enterprise,
+    /// A single freelancer's account.
+    Freelance,
+}
+
+impl ScopeKind {
+    /// The stored and printed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Enterprise => "enterprise",
+            ScopeKind::Freelance => "freelance",
+        }
+    }
+
+    /// Parses `enterprise` or `freelance`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enterprise" => Some(ScopeKind::Enterprise),
+            "freelance" => Some(ScopeKind::Freelance),
+            _ => None,
+        }
+    }
+}
+
+/// How the root key is unwrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnlockMethod {
+    /// A key-encryption key derived from a passphrase with Argon2id.
+    Passphrase,
+    /// A key-encryption key read from a key file.
+    KeyFile,
+}
+
+impl UnlockMethod {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnlockMethod::Passphrase => "passphrase",
+            UnlockMethod::KeyFile => "key file",
+        }
+    }
+}
+
+/// The wrapped root key and how to unwrap it.
+#[derive(Debug, Clone)]
+pub struct RootRecord {
+    /// Passphrase or key file.
+    pub method: UnlockMethod,
+    /// Argon2id parameters (passphrase only).
+    pub kdf: Option<KdfParams>,
+    /// Argon2id salt (passphrase only).
+    pub salt: Option<Vec<u8>>,
+    /// Increases with every root key rotation.
+    pub version: u32,
+    /// `nonce || AES-GCM(root key)`.
+    pub wrapped: Vec<u8>,
+    /// When the vault was initialized.
+    pub created_at: Timestamp,
+    /// When the root key or its wrapping last changed.
+    pub rotated_at: Timestamp,
+}
+
+/// A tenant scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeRecord {
+    /// Internal identity.
+    pub id: ScopeId,
+    /// Public name.
+    pub slug: Slug,
+    /// Enterprise or freelance.
+    pub kind: ScopeKind,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// The data-key version new writes use.
+    pub active_key_version: u32,
+}
+
+/// A tenant data key, wrapped by the root key.
+#[derive(Debug, Clone)]
+pub struct DataKeyRecord {
+    /// The scope it belongs to.
+    pub scope_id: ScopeId,
+    /// Its version within the scope (1, 2, ...).
+    pub version: u32,
+    /// The root key version that wraps it.
+    pub root_version: u32,
+    /// `nonce || AES-GCM(data key)`.
+    pub wrapped: Vec<u8>,
+    /// How many values it has encrypted (for the nonce-limit rotation).
+    pub encryptions: u64,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// Secret metadata (not per version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    /// Name within the tenant.
+    pub name: SecretName,
+    /// Latest version written.
+    pub current_version: u64,
+    /// Versions kept; older ones are pruned.
+    pub max_versions: u32,
+    /// Caller-defined key/value metadata (never secret values).
+    pub custom: BTreeMap<String, String>,
+    /// First write.
+    pub created_at: Timestamp,
+    /// Last write or metadata change.
+    pub updated_at: Timestamp,
+}
+
+/// One stored version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// Version number.
+    pub version: u64,
+    /// Write time.
+    pub created_at: Timestamp,
+    /// Soft-deletion time.
+    pub deleted_at: Option<Timestamp>,
+    /// True once destroyed (ciphertext wiped).
+    pub destroyed: bool,
+    /// Data-key version that sealed it (`None` once destroyed).
+    pub key_version: Option<u32>,
+    /// AES-GCM nonce (`None` once destroyed).
+    pub nonce: Option<Vec<u8>>,
+    /// AES-GCM ciphertext and tag (`None` once destroyed).
+    pub ciphertext: Option<Vec<u8>>,
+}
+
+/// A value sealed for storage.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// Data-key version used.
+    pub key_version: u32,
+    /// Nonce.
+    pub nonce: Vec<u8>,
+    /// Ciphertext and tag.
+    pub ciphertext: Vec<u8>,
+}
+
+/// What [`Store::put`] needs besides the sealing callback.
+#[derive(Debug)]
+pub struct PutParams<'a> {
+    /// Tenant.
+    pub slug: &'a Slug,
+    /// Name.
+    pub name: &'a SecretName,
+    /// Check-and-set: `Some(0)` create only, `Some(n)` only if current is n.
+    pub cas: Option<u64>,
+    /// Absolute cap on secrets per scope (the scope's plan may set less).
+    pub max_secrets: u64,
+    /// Length of the ciphertext to be stored (for the bytes quota).
+    pub ciphertext_len: u64,
+    /// `max_versions` given to a new secret.
+    pub default_max_versions: u32,
+    /// Write time.
+    pub now: Timestamp,
+}
+
+/// What the sealing callback of [`Store::put`] gets, from inside the
+/// transaction: where the value will live and the key to seal it with.
+#[derive(Debug)]
+pub struct SealInput<'a> {
+    /// The scope's id.
+    pub scope: &'a ScopeId,
+    /// The version being written.
+    pub version: u64,
+    /// The scope's active data key, its use already counted.
+    pub key: &'a DataKeyRecord,
+}
+
+/// The result of [`Store::put`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PutOutcome {
+    /// Written.
+    Written {
+        /// The new version.
+        version: u64,
+        /// The data-key version that sealed it.
+        key_version: u32,
+        /// The data key's encryption count after this write.
+        key_encryptions: u64,
+    },
+    /// No scope with that slug; nothing was written.
+    NoScope,
+    /// The check-and-set did not hold; nothing was written.
+    CasMismatch {
+        /// The current version (0: no such secret).
+        current: u64,
+    },
+    /// The scope is at its secret-count quota; nothing was written.
+    TooManySecrets(u64),
+    /// The write would take the scope past its stored-bytes quota.
+    TooManyBytes(u64),
+}
+
+/// Which version to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSelector {
+    /// The current version.
+    Latest,
+    /// A given version.
+    Exact(u64),
+}
+
+/// The result of a lookup by tenant and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<T> {
+    /// No scope with that slug.
+    NoScope,
+    /// No secret with that name in the scope.
+    NoSecret,
+    /// Found.
+    Found(T),
+}
+
+/// A stored version found by [`Store::version`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundVersion {
+    /// The scope's id (bound into the ciphertext's associated data).
+    pub scope: ScopeId,
+    /// The version, or `None` when the secret has no such version.
+    pub version: Option<StoredVersion>,
+}
+
+/// Per-version state changes applied by [`Store::change_versions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionChange {
+    /// Soft-delete at the given time.
+    Delete(Timestamp),
+    /// Clear the deletion mark.
+    Undelete,
+    /// Wipe the ciphertext for good.
+    Destroy,
+}
+
+/// The result of [`Store::change_versions`] when the secret exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// A requested version does not exist; nothing was changed.
+    NoVersion(u64),
+    /// Undelete asked for a destroyed version; nothing was changed.
+    Destroyed(u64),
+    /// Applied to these versions.
+    Versions(Vec<u64>),
+}
+
+/// A scope's limits: its plan's, overridden per tenant where set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Plan name (`starter`, `pro`, `enterprise` or one an operator added).
+    pub plan: String,
+    /// Most secrets.
+    pub max_secrets: u64,
+    /// Most ciphertext bytes, all versions.
+    pub max_bytes: u64,
+    /// Most live tokens.
+    pub max_tokens: u64,
+    /// Requests per second allowed to each token.
+    pub rate_per_sec: f64,
+    /// Token-bucket burst.
+    pub burst: u64,
+}
+
+/// Per-tenant overrides of its plan's limits (`None`: keep the current value).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitChange {
+    /// Move to this plan.
+    pub plan: Option<String>,
+    /// Override the secret count.
+    pub max_secrets: Option<u64>,
+    /// Override the stored bytes.
+    pub max_bytes: Option<u64>,
+    /// Override the token count.
+    pub max_tokens: Option<u64>,
+    /// Override the per-token request rate.
+    pub rate_per_sec: Option<f64>,
+}
+
+/// Who a token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenKindRecord {
+    /// Bound to one tenant.
+    Tenant,
+    /// An operator: manages scopes and tokens.
+    Operator,
+}
+
+/// A stored token: its hash, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public id, the only name a token has anywhere else.
+    pub id: String,
+    /// SHA-256 of the token string.
+    pub hash: Vec<u8>,
+    /// Tenant or operator.
+    pub kind: TokenKindRecord,
+    /// The tenant of a tenant token.
+    pub scope: Option<(ScopeId, Slug)>,
+    /// Role preset name, or `custom`.
+    pub role: String,
+    /// The policy, as JSON.
+    pub policy: String,
+    /// Free text.
+    pub description: String,
+    /// Issue time.
+    pub created_at: Timestamp,
+    /// Expiry, if any.
+    pub expires_at: Option<Timestamp>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The result of [`Store::insert_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenInsert {
+    /// Stored.
+    Inserted,
+    /// The tenant does not exist.
+    NoScope,
+    /// The tenant is at its token quota.
+    TooMany(u64),
+}
+
+/// The result of [`Store::revoke_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenRevoke {
+    /// Revoked now.
+    Revoked,
+    /// No such token (or not in the given tenant).
+    NotFound,
+    /// Already revoked; nothing changed.
+    AlreadyRevoked,
+    /// The tenant's last live owner token; nothing changed.
+    LastOwner,
+}
+
+/// One audit record before it is chained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When.
+    pub time: Timestamp,
+    /// The request's id.
+    pub request_id: String,
+    /// Token id, `root` (the key holder) or `anonymous`.
+    pub principal: String,
+    /// Tenant slug addressed, or empty.
+    pub tenant: String,
+    /// Operation name, e.g. `get`.
+    pub operation: String,
+    /// Path or other object addressed, or empty. Never a value or a token.
+    pub path: String,
+    /// Version concerned, if any.
+    pub version: Option<u64>,
+    /// `ok`, `denied`, `cross-tenant-denied`, `unauthenticated`, or
+    /// `error:<kind>`.
+    pub outcome: String,
+}
+
+/// A chained audit record as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// The entry.
+    pub entry: AuditEntry,
+    /// Hash of the previous record (zeros for the first).
+    pub prev_hash: Vec<u8>,
+    /// SHA-256 over `prev_hash`, `seq` and the entry.
+    pub hash: Vec<u8>,
+}
+
+/// Usage figures of a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScopeUsage {
+    /// Number of secrets (names).
+    pub secrets: u64,
+    /// Bytes of ciphertext stored, all versions.
+    pub bytes: u64,
+}
+
+/// Everything the vault needs from a storage backend.
+///
+/// Implementations hold ciphertexts and wrapped keys only; they never see a
+/// plaintext or an unwrapped key. The SQLite implementation is built in; see
+/// the crate docs for how to open it.
+pub trait Store: Send + Sync {
+    /// The root key record, if the vault is initialized.
+    fn root(&self) -> Result<Option<RootRecord>>;
+    /// Stores the first root record; fails with `AlreadyInitialized` if one exists.
+    fn init_root(&self, root: &RootRecord) -> Result<()>;
+    /// Replaces the root record and, in the same transaction, the wrapping of
+    /// the given data keys (all of them when the root key itself changes).
+    fn replace_root(&self, root: &RootRecord, rewrapped: &[DataKeyRecord]) -> Result<()>;
+    /// Every data key of every scope.
+    fn all_data_keys(&self) -> Result<Vec<DataKeyRecord>>;
+
+    /// Creates a scope with its first data key, in one transaction. Returns
+    /// the existing scope, unchanged, if the slug is taken.
+    fn create_scope(
+        &self,
+        scope: &ScopeRecord,
+        first_key: &DataKeyRecord,
+    ) -> Result<Option<ScopeRecord>>;
+    /// The scope with this slug.
+    fn scope(&self, slug: &Slug) -> Result<Option<ScopeRecord>>;
+    /// All scopes, by slug.
+    fn scopes(&self) -> Result<Vec<ScopeRecord>>;
+    /// Deletes a scope, its keys, secrets and versions in one transaction,
+    /// and removes the deleted bytes from the storage files (crypto-shredding).
+    fn delete_scope(&self, slug: &Slug) -> Result<Option<ScopeId>>;
+    /// Usage of a scope.
+    fn scope_usage(&self, scope: &ScopeId) -> Result<ScopeUsage>;
+
+    /// One data key.
+    fn data_key(&self, scope: &ScopeId, version: u32) -> Result<Option<DataKeyRecord>>;
+    /// Adds the next data key of a scope and makes it the active one.
+    fn add_data_key(&self, key: &DataKeyRecord) -> Result<()>;
+    /// Deletes the scope's data keys that are neither active nor used by any
+    /// stored version; returns their versions.
+    fn remove_unused_data_keys(&self, scope: &ScopeId) -> Result<Vec<u32>>;
+
+    /// Writes a new version in one transaction: resolves the scope, checks
+    /// CAS and quota, allocates the version, counts the active key's
+    /// encryption, calls `seal` to produce the ciphertext, prunes versions past
+    /// `max_versions`.
+    fn put(
+        &self,
+        params: &PutParams<'_>,
+        seal: &mut dyn FnMut(&SealInput<'_>) -> Result<Sealed>,
+    ) -> Result<PutOutcome>;
+    /// Reads a version with its ciphertext, in one query.
+    fn version(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+        which: VersionSelector,
+    ) -> Result<Lookup<FoundVersion>>;
+    /// Names under `prefix` after `after`, in order, at most `limit`.
+    /// `None` when the scope does not exist.
+    fn list(
+        &self,
+        slug: &Slug,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<SecretName>>>;
+    /// Metadata of a secret and of each of its versions (without ciphertexts).
+    fn metadata(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+    ) -> Result<Lookup<(SecretRecord, Vec<StoredVersion>)>>;
+    /// Changes `max_versions` (pruning at once) and/or the custom metadata.
+    fn update_metadata(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+        max_versions: Option<u32>,
+        custom: Option<&BTreeMap<String, String>>,
+        now: Timestamp,
+    ) -> Result<Lookup<()>>;
+    /// Applies a change to the given versions (the current one when empty),
+    /// all or nothing.
+    fn change_versions(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+        versions: &[u64],
+        change: VersionChange,
+    ) -> Result<Lookup<Changed>>;
+    /// The scope's limits (plan merged with overrides).
+    fn limits(&self, slug: &Slug) -> Result<Option<Limits>>;
+    /// Changes a scope's plan and/or overrides; `false` if no such scope.
+    /// Fails with `InvalidArgument` for an unknown plan.
+    fn set_limits(&self, slug: &Slug, change: &LimitChange) -> Result<bool>;
+
+    /// Stores a token; for a tenant token, checks the tenant's token quota
+    /// (live tokens only) in the same transaction.
+    fn insert_token(
+        &self,
+        token: &TokenRecord,
+        slug: Option<&Slug>,
+        now: Timestamp,
+    ) -> Result<TokenInsert>;
+    /// The token with this hash.
+    fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>>;
+    /// Tokens, of one tenant or (with `None`) all, in issue order.
+    fn tokens(&self, slug: Option<&Slug>) -> Result<Vec<TokenRecord>>;
+    /// Revokes a token (only within `scope` when given). Refuses to revoke a
+    /// tenant's last live owner token, checked in the same transaction.
+    fn revoke_token(
+        &self,
+        id: &str,
+        scope: Option<&ScopeId>,
+        now: Timestamp,
+    ) -> Result<TokenRevoke>;
+    /// A number that changes whenever another connection or process commits
+    /// a change; caches of stored state are valid while it stays the same.
+    fn change_marker(&self) -> Result<u64>;
+
+    /// Appends entries to the audit chain in one transaction (the chain is
+    /// extended from its stored end, so several processes share one chain).
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>>;
+    /// Audit records with `seq > after`, in order, at most `limit`.
+    fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>>;
+
+    /// Re-seals, in one transaction, every stored version of the scope whose
+    /// key version differs from `key_version`; returns how many were resealed.
+    /// `reseal` receives the name and the stored version.
+    fn reseal_all(
+        &self,
+        scope: &ScopeId,
+        key_version: u32,
+        reseal: &mut dyn FnMut(&SecretName, &StoredVersion) -> Result<Sealed>,
+    ) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_as_rfc3339() {
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(1_795_426_548_123).to_rfc3339(),
+            "2026-11-23T09:35:48.123Z"
+        );
+    }
+}

@@ -1,0 +1,1615 @@
+//! The SQLite store: WAL, `synchronous=FULL`, foreign keys, `secure_delete`,
+//! a busy timeout, append-only migrations tracked by `user_version`.
+//!
+//! One connection writes (behind a mutex, every write an `IMMEDIATE`
+//! transaction); a small pool of connections reads concurrently, which WAL
+//! allows without blocking the writer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
+};
+
+use super::{
+    AuditEntry, AuditRecord, Changed, DataKeyRecord, FoundVersion, LimitChange, Limits, Lookup,
+    PutOutcome, PutParams, RootRecord, ScopeId, ScopeKind, ScopeRecord, ScopeUsage, SealInput,
+    Sealed, SecretRecord, Store, StoredVersion, Timestamp, TokenInsert, TokenKindRecord,
+    TokenRecord, TokenRevoke, UnlockMethod, VersionChange, VersionSelector,
+};
+use crate::crypto::KdfParams;
+use crate::error::{Error, Result};
+use crate::path::{SecretName, Slug};
+
+/// Read connections kept open besides the writer.
+const READERS: usize = 4;
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema, one append-only step per entry. Step `i` brings the schema
+/// from `user_version = i` to `i + 1`. Never edit a released step: add one.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: root key, scopes, data keys, secrets, versions.
+    "CREATE TABLE root_key (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        method      TEXT    NOT NULL CHECK (method IN ('passphrase', 'keyfile')),
+        kdf_m_cost  INTEGER,
+        kdf_t_cost  INTEGER,
+        kdf_p_cost  INTEGER,
+        salt        BLOB,
+        version     INTEGER NOT NULL,
+        wrapped     BLOB    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        rotated_at  INTEGER NOT NULL
+    );
+    CREATE TABLE scopes (
+        id                  TEXT    PRIMARY KEY,
+        slug                TEXT    NOT NULL UNIQUE,
+        kind                TEXT    NOT NULL CHECK (kind IN ('enterprise', 'freelance')),
+        created_at          INTEGER NOT NULL,
+        active_key_version  INTEGER NOT NULL
+    );
+    CREATE TABLE data_keys (
+        scope_id      TEXT    NOT NULL REFERENCES scopes (id) ON DELETE CASCADE,
+        version       INTEGER NOT NULL,
+        root_version  INTEGER NOT NULL,
+        wrapped       BLOB    NOT NULL,
+        encryptions   INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL,
+        PRIMARY KEY (scope_id, version)
+    );
+    CREATE TABLE secrets (
+        scope_id         TEXT    NOT NULL REFERENCES scopes (id) ON DELETE CASCADE,
+        name             TEXT    NOT NULL,
+        current_version  INTEGER NOT NULL,
+        max_versions     INTEGER NOT NULL,
+        custom_metadata  TEXT    NOT NULL DEFAULT '{}',
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        PRIMARY KEY (scope_id, name)
+    );
+    CREATE TABLE versions (
+        scope_id     TEXT    NOT NULL,
+        name         TEXT    NOT NULL,
+        version      INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        deleted_at   INTEGER,
+        destroyed    INTEGER NOT NULL DEFAULT 0,
+        key_version  INTEGER,
+        nonce        BLOB,
+        ciphertext   BLOB,
+        PRIMARY KEY (scope_id, name, version),
+        FOREIGN KEY (scope_id, name) REFERENCES secrets (scope_id, name) ON DELETE CASCADE,
+        CHECK ((destroyed = 0) = (ciphertext IS NOT NULL))
+    );",
+    // 2: plans and per-tenant limits, stored-bytes counter, tokens, audit log.
+    "CREATE TABLE plans (
+        name          TEXT    PRIMARY KEY,
+        max_secrets   INTEGER NOT NULL,
+        max_bytes     INTEGER NOT NULL,
+        max_tokens    INTEGER NOT NULL,
+        rate_per_sec  REAL    NOT NULL,
+        burst         INTEGER NOT NULL
+    );
+    INSERT INTO plans VALUES ('starter',       100,    1048576,   10,   20.0,   40);
+    INSERT INTO plans VALUES ('pro',          1000,   16777216,  100,  100.0,  200);
+    INSERT INTO plans VALUES ('enterprise', 100000, 1073741824, 1000, 1000.0, 2000);
+    -- No column REFERENCES: SQLite refuses one with a default on a populated
+    -- table while foreign keys are on. Plan names are checked on write.
+    ALTER TABLE scopes ADD COLUMN plan TEXT NOT NULL DEFAULT 'starter';
+    ALTER TABLE scopes ADD COLUMN max_secrets INTEGER;
+    ALTER TABLE scopes ADD COLUMN max_bytes INTEGER;
+    ALTER TABLE scopes ADD COLUMN max_tokens INTEGER;
+    ALTER TABLE scopes ADD COLUMN rate_per_sec REAL;
+    ALTER TABLE scopes ADD COLUMN bytes_used INTEGER NOT NULL DEFAULT 0;
+    UPDATE scopes SET plan = CASE kind WHEN 'enterprise' THEN 'enterprise' ELSE 'starter' END;
+    UPDATE scopes SET bytes_used = (SELECT coalesce(sum(length(ciphertext)), 0)
+                                    FROM versions WHERE versions.scope_id = scopes.id);
+    CREATE TABLE tokens (
+        id           TEXT    PRIMARY KEY,
+        hash         BLOB    NOT NULL UNIQUE,
+        kind         TEXT    NOT NULL CHECK (kind IN ('tenant', 'operator')),
+        scope_id     TEXT    REFERENCES scopes (id) ON DELETE CASCADE,
+        role         TEXT    NOT NULL,
+        policy       TEXT    NOT NULL,
+        description  TEXT    NOT NULL DEFAULT '',
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        revoked_at   INTEGER,
+        CHECK ((kind = 'tenant') = (scope_id IS NOT NULL))
+    );
+    CREATE INDEX tokens_by_scope ON tokens (scope_id);
+    CREATE TABLE audit_log (
+        seq         INTEGER PRIMARY KEY,
+        time        INTEGER NOT NULL,
+        request_id  TEXT    NOT NULL,
+        principal   TEXT    NOT NULL,
+        tenant      TEXT    NOT NULL,
+        operation   TEXT    NOT NULL,
+        path        TEXT    NOT NULL,
+        version     INTEGER,
+        outcome     TEXT    NOT NULL,
+        prev_hash   BLOB    NOT NULL,
+        hash        BLOB    NOT NULL
+    );",
+];
+
+/// Maps a backend error to [`Error::Storage`] with what was being done.
+fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |e| Error::storage(context, e)
+}
+
+/// A vault store in one SQLite database file.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    /// Only asked for `PRAGMA data_version`, which changes when any other
+    /// connection (this process's writer included) commits.
+    marker: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its
+    /// schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        let mut writer = Connection::open(&path).map_err(db("opening the database"))?;
+        configure(&writer).map_err(db("configuring the database"))?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(db("enabling WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::storage(
+                "enabling WAL",
+                format!("the database stays in journal mode {mode}"),
+            ));
+        }
+        migrate(&mut writer, MIGRATIONS.len())?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&c)?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db("opening read connections"))?;
+        let marker = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| configure(&c).map(|()| c))
+            .map_err(db("opening read connections"))?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            marker: Mutex::new(marker),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction open:
+        // rusqlite rolls back an unfinished transaction when it is dropped.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            if let Ok(c) = self.readers[(start + i) % self.readers.len()].try_lock() {
+                return c;
+            }
+        }
+        self.readers[start % self.readers.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies the WAL into the database file and truncates it, so that bytes
+    /// that were just deleted (zeroed by `secure_delete`) leave no copy in the
+    /// log.
+    fn checkpoint(conn: &Connection) -> Result<()> {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(db("checkpointing the write-ahead log"))
+    }
+}
+
+fn configure(c: &Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(BUSY_TIMEOUT)?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "secure_delete", "ON")?;
+    // 16 MiB of page cache per connection keeps every B-tree's inner pages
+    // in memory for millions of secrets.
+    c.pragma_update(None, "cache_size", -16_384)?;
+    c.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Applies migrations until the schema is at `target` (each step in its own
+/// transaction, with the version bump). Refuses a schema newer than this build.
+pub(crate) fn migrate(conn: &mut Connection, target: usize) -> Result<()> {
+    let current: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db("reading the schema version"))?;
+    let supported = u32::try_from(MIGRATIONS.len()).expect("few migrations");
+    if current > supported {
+        return Err(Error::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (i, step) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target)
+        .skip(current as usize)
+    {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("migrating the schema"))?;
+        tx.execute_batch(step).map_err(db("migrating the schema"))?;
+        tx.pragma_update(None, "user_version", i + 1)
+            .map_err(db("migrating the schema"))?;
+        tx.commit().map_err(db("migrating the schema"))?;
+    }
+    Ok(())
+}
+
+fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("starting a transaction"))
+}
+
+fn to_i64(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| Error::InvalidArgument(format!("{n} is out of range")))
+}
+
+fn scope_from_row(r: &Row<'_>) -> rusqlite::Result<ScopeRecord> {
+    let slug: String = r.get("slug")?;
+    let kind: String = r.get("kind")?;
+    Ok(ScopeRecord {
+        id: ScopeId(r.get("id")?),
+        slug: Slug::parse(&slug).map_err(|e| conversion(e.to_string()))?,
+        kind: ScopeKind::parse(&kind).ok_or_else(|| conversion(format!("unknown kind {kind}")))?,
+        created_at: Timestamp(r.get("created_at")?),
+        active_key_version: r.get("active_key_version")?,
+    })
+}
+
+fn data_key_from_row(r: &Row<'_>) -> rusqlite::Result<DataKeyRecord> {
+    Ok(DataKeyRecord {
+        scope_id: ScopeId(r.get("scope_id")?),
+        version: r.get("version")?,
+        root_version: r.get("root_version")?,
+        wrapped: r.get("wrapped")?,
+        encryptions: r.get("encryptions")?,
+        created_at: Timestamp(r.get("created_at")?),
+    })
+}
+
+fn version_from_row(r: &Row<'_>, with_ciphertext: bool) -> rusqlite::Result<StoredVersion> {
+    Ok(StoredVersion {
+        version: r.get("version")?,
+        created_at: Timestamp(r.get("created_at")?),
+        deleted_at: r.get::<_, Option<i64>>("deleted_at")?.map(Timestamp),
+        destroyed: r.get("destroyed")?,
+        key_version: r.get("key_version")?,
+        nonce: if with_ciphertext {
+            r.get("nonce")?
+        } else {
+            None
+        },
+        ciphertext: if with_ciphertext {
+            r.get("ciphertext")?
+        } else {
+            None
+        },
+    })
+}
+
+fn name_from_text(s: &str) -> rusqlite::Result<SecretName> {
+    SecretName::parse(s).map_err(|e| conversion(e.to_string()))
+}
+
+fn conversion(msg: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, msg.into())
+}
+
+const SCOPE_COLUMNS: &str = "id, slug, kind, created_at, active_key_version";
+const DATA_KEY_COLUMNS: &str = "scope_id, version, root_version, wrapped, encryptions, created_at";
+
+fn scope_id_of(tx: &Connection, slug: &Slug) -> rusqlite::Result<Option<ScopeId>> {
+    tx.prepare_cached("SELECT id FROM scopes WHERE slug = ?1")?
+        .query_row([slug.as_str()], |r| Ok(ScopeId(r.get(0)?)))
+        .optional()
+}
+
+/// Deletes versions that fell out of the `max_versions` window and takes
+/// their bytes off the scope's counter.
+fn prune(
+    tx: &Connection,
+    scope: &ScopeId,
+    name: &str,
+    current: u64,
+    max: u32,
+) -> rusqlite::Result<()> {
+    if current > u64::from(max) {
+        let freed: Vec<i64> = tx
+            .prepare_cached(
+                "DELETE FROM versions WHERE scope_id = ?1 AND name = ?2 AND version <= ?3
+                 RETURNING coalesce(length(ciphertext), 0)",
+            )?
+            .query_map(params![scope.0, name, current - u64::from(max)], |r| {
+                r.get(0)
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let freed: i64 = freed.iter().sum();
+        if freed > 0 {
+            tx.prepare_cached("UPDATE scopes SET bytes_used = bytes_used - ?2 WHERE id = ?1")?
+                .execute(params![scope.0, freed])?;
+        }
+    }
+    Ok(())
+}
+
+const LIMIT_COLUMNS: &str = "p.name AS plan,
+    coalesce(sc.max_secrets, p.max_secrets) AS max_secrets,
+    coalesce(sc.max_bytes, p.max_bytes) AS max_bytes,
+    coalesce(sc.max_tokens, p.max_tokens) AS max_tokens,
+    coalesce(sc.rate_per_sec, p.rate_per_sec) AS rate_per_sec,
+    p.burst AS burst";
+
+fn limits_from_row(r: &Row<'_>) -> rusqlite::Result<Limits> {
+    Ok(Limits {
+        plan: r.get("plan")?,
+        max_secrets: r.get("max_secrets")?,
+        max_bytes: r.get("max_bytes")?,
+        max_tokens: r.get("max_tokens")?,
+        rate_per_sec: r.get("rate_per_sec")?,
+        burst: r.get("burst")?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "t.id, t.hash, t.kind, t.scope_id, sc.slug, t.role, t.policy,
+    t.description, t.created_at, t.expires_at, t.revoked_at";
+
+fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let kind: String = r.get(2)?;
+    let scope = match (
+        r.get::<_, Option<String>>(3)?,
+        r.get::<_, Option<String>>(4)?,
+    ) {
+        (Some(id), Some(slug)) => Some((
+            ScopeId(id),
+            Slug::parse(&slug).map_err(|e| conversion(e.to_string()))?,
+        )),
+        _ => None,
+    };
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        hash: r.get(1)?,
+        kind: if kind == "operator" {
+            TokenKindRecord::Operator
+        } else {
+            TokenKindRecord::Tenant
+        },
+        scope,
+        role: r.get(5)?,
+        policy: r.get(6)?,
+        description: r.get(7)?,
+        created_at: Timestamp(r.get(8)?),
+        expires_at: r.get::<_, Option<i64>>(9)?.map(Timestamp),
+        revoked_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
+    })
+}
+
+impl Store for SqliteStore {
+    fn root(&self) -> Result<Option<RootRecord>> {
+        let conn = self.reader();
+        conn.query_row(
+            "SELECT method, kdf_m_cost, kdf_t_cost, kdf_p_cost, salt, version, wrapped,
+                    created_at, rotated_at FROM root_key WHERE id = 1",
+            [],
+            |r| {
+                let method: String = r.get(0)?;
+                let m: Option<u32> = r.get(1)?;
+                let t: Option<u32> = r.get(2)?;
+                let p: Option<u32> = r.get(3)?;
+                Ok(RootRecord {
+                    method: if method == "passphrase" {
+                        UnlockMethod::Passphrase
+                    } else {
+                        UnlockMethod::KeyFile
+                    },
+                    kdf: match (m, t, p) {
+                        (Some(m_cost_kib), Some(t_cost), Some(p_cost)) => Some(KdfParams {
+                            m_cost_kib,
+                            t_cost,
+                            p_cost,
+                        }),
+                        _ => None,
+                    },
+                    salt: r.get(4)?,
+                    version: r.get(5)?,
+                    wrapped: r.get(6)?,
+                    created_at: Timestamp(r.get(7)?),
+                    rotated_at: Timestamp(r.get(8)?),
+                })
+            },
+        )
+        .optional()
+        .map_err(db("reading the root key"))
+    }
+
+    fn init_root(&self, root: &RootRecord) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let exists: bool = tx
+            .query_row("SELECT EXISTS (SELECT 1 FROM root_key)", [], |r| r.get(0))
+            .map_err(db("initializing the vault"))?;
+        if exists {
+            return Err(Error::AlreadyInitialized);
+        }
+        write_root(&tx, root, true).map_err(db("initializing the vault"))?;
+        tx.commit().map_err(db("initializing the vault"))
+    }
+
+    fn replace_root(&self, root: &RootRecord, rewrapped: &[DataKeyRecord]) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        write_root(&tx, root, false).map_err(db("replacing the root key"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE data_keys SET wrapped = ?3, root_version = ?4
+                     WHERE scope_id = ?1 AND version = ?2",
+                )
+                .map_err(db("rewrapping data keys"))?;
+            for k in rewrapped {
+                let n = stmt
+                    .execute(params![k.scope_id.0, k.version, k.wrapped, k.root_version])
+                    .map_err(db("rewrapping data keys"))?;
+                if n != 1 {
+                    return Err(Error::storage(
+                        "rewrapping data keys",
+                        "a data key disappeared during the rewrap; nothing was changed",
+                    ));
+                }
+            }
+        }
+        tx.commit().map_err(db("replacing the root key"))
+    }
+
+    fn all_data_keys(&self) -> Result<Vec<DataKeyRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {DATA_KEY_COLUMNS} FROM data_keys ORDER BY scope_id, version"
+            ))
+            .map_err(db("reading data keys"))?;
+        stmt.query_map([], data_key_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(db("reading data keys"))
+    }
+
+    fn create_scope(
+        &self,
+        scope: &ScopeRecord,
+        first_key: &DataKeyRecord,
+    ) -> Result<Option<ScopeRecord>> {
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let existing = tx
+            .query_row(
+                &format!("SELECT {SCOPE_COLUMNS} FROM scopes WHERE slug = ?1"),
+                [scope.slug.as_str()],
+                scope_from_row,
+            )
+            .optional()
+            .map_err(db("creating a scope"))?;
+        if existing.is_some() {
+            return Ok(existing);
+        }
+        tx.execute(
+            "INSERT INTO scopes (id, slug, kind, created_at, active_key_version, plan)
+             VALUES (?1, ?2, ?3, ?4, ?5,
+                     CASE ?3 WHEN 'enterprise' THEN 'enterprise' ELSE 'starter' END)",
+            params![
+                scope.id.0,
+                scope.slug.as_str(),
+                scope.kind.as_str(),
+                scope.created_at.0,
+                scope.active_key_version
+            ],
+        )
+        .map_err(db("creating a scope"))?;
+        insert_data_key(&tx, first_key).map_err(db("creating a scope"))?;
+        tx.commit().map_err(db("creating a scope"))?;
+        Ok(None)
+    }
+
+    fn scope(&self, slug: &Slug) -> Result<Option<ScopeRecord>> {
+        let conn = self.reader();
+        conn.prepare_cached(&format!(
+            "SELECT {SCOPE_COLUMNS} FROM scopes WHERE slug = ?1"
+        ))
+        .and_then(|mut s| s.query_row([slug.as_str()], scope_from_row).optional())
+        .map_err(db("reading a scope"))
+    }
+
+    fn scopes(&self) -> Result<Vec<ScopeRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare(&format!("SELECT {SCOPE_COLUMNS} FROM scopes ORDER BY slug"))
+            .map_err(db("listing scopes"))?;
+        stmt.query_map([], scope_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(db("listing scopes"))
+    }
+
+    fn delete_scope(&self, slug: &Slug) -> Result<Option<ScopeId>> {
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let Some(id) = scope_id_of(&tx, slug).map_err(db("deleting a scope"))? else {
+            return Ok(None);
+        };
+        for table in ["versions", "secrets", "data_keys"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE scope_id = ?1"), [&id.0])
+                .map_err(db("deleting a scope"))?;
+        }
+        tx.execute("DELETE FROM scopes WHERE id = ?1", [&id.0])
+            .map_err(db("deleting a scope"))?;
+        tx.commit().map_err(db("deleting a scope"))?;
+        Self::checkpoint(&conn)?;
+        Ok(Some(id))
+    }
+
+    fn scope_usage(&self, scope: &ScopeId) -> Result<ScopeUsage> {
+        let conn = self.reader();
+        conn.query_row(
+            "SELECT (SELECT count(*) FROM secrets WHERE scope_id = ?1),
+                    (SELECT coalesce(sum(length(ciphertext)), 0) FROM versions WHERE scope_id = ?1)",
+            [&scope.0],
+            |r| {
+                Ok(ScopeUsage {
+                    secrets: r.get(0)?,
+                    bytes: r.get(1)?,
+                })
+            },
+        )
+        .map_err(db("measuring a scope"))
+    }
+
+    fn data_key(&self, scope: &ScopeId, version: u32) -> Result<Option<DataKeyRecord>> {
+        let conn = self.reader();
+        conn.prepare_cached(&format!(
+            "SELECT {DATA_KEY_COLUMNS} FROM data_keys WHERE scope_id = ?1 AND version = ?2"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![scope.0, version], data_key_from_row)
+                .optional()
+        })
+        .map_err(db("reading a data key"))
+    }
+
+    fn add_data_key(&self, key: &DataKeyRecord) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        insert_data_key(&tx, key).map_err(db("adding a data key"))?;
+        let n = tx
+            .execute(
+                "UPDATE scopes SET active_key_version = ?2 WHERE id = ?1",
+                params![key.scope_id.0, key.version],
+            )
+            .map_err(db("adding a data key"))?;
+        if n != 1 {
+            return Err(Error::storage(
+                "adding a data key",
+                "the scope no longer exists",
+            ));
+        }
+        tx.commit().map_err(db("adding a data key"))
+    }
+
+    fn remove_unused_data_keys(&self, scope: &ScopeId) -> Result<Vec<u32>> {
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let removed = tx
+            .prepare(
+                "DELETE FROM data_keys
+                 WHERE scope_id = ?1
+                   AND version <> (SELECT active_key_version FROM scopes WHERE id = ?1)
+                   AND version NOT IN (SELECT DISTINCT key_version FROM versions
+                                       WHERE scope_id = ?1 AND key_version IS NOT NULL)
+                 RETURNING version",
+            )
+            .and_then(|mut s| s.query_map([&scope.0], |r| r.get(0))?.collect())
+            .map_err(db("removing unused data keys"))?;
+        tx.commit().map_err(db("removing unused data keys"))?;
+        Ok(removed)
+    }
+
+    fn put(
+        &self,
+        p: &PutParams<'_>,
+        seal: &mut dyn FnMut(&SealInput<'_>) -> Result<Sealed>,
+    ) -> Result<PutOutcome> {
+        const CTX: &str = "writing a secret";
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let row: Option<(ScopeId, u64, u64, u64)> = tx
+            .prepare_cached(
+                "SELECT sc.id, coalesce(sc.max_secrets, p.max_secrets),
+                        coalesce(sc.max_bytes, p.max_bytes), sc.bytes_used
+                 FROM scopes sc JOIN plans p ON p.name = sc.plan WHERE sc.slug = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([p.slug.as_str()], |r| {
+                    Ok((ScopeId(r.get(0)?), r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()
+            })
+            .map_err(db(CTX))?;
+        let Some((scope, plan_secrets, max_bytes, bytes_used)) = row else {
+            return Ok(PutOutcome::NoScope);
+        };
+        let name = p.name.as_str();
+        let existing: Option<(u64, u32)> = tx
+            .prepare_cached(
+                "SELECT current_version, max_versions FROM secrets WHERE scope_id = ?1 AND name = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![scope.0, name], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(db(CTX))?;
+        let current = existing.map_or(0, |(v, _)| v);
+        if let Some(expected) = p.cas {
+            if expected != current {
+                return Ok(PutOutcome::CasMismatch { current });
+            }
+        }
+        if existing.is_none() {
+            let max_secrets = plan_secrets.min(p.max_secrets);
+            let count: u64 = tx
+                .prepare_cached("SELECT count(*) FROM secrets WHERE scope_id = ?1")
+                .and_then(|mut s| s.query_row([&scope.0], |r| r.get(0)))
+                .map_err(db(CTX))?;
+            if count >= max_secrets {
+                return Ok(PutOutcome::TooManySecrets(max_secrets));
+            }
+        }
+        if bytes_used + p.ciphertext_len > max_bytes {
+            return Ok(PutOutcome::TooManyBytes(max_bytes));
+        }
+        let key = tx
+            .prepare_cached(&format!(
+                "UPDATE data_keys SET encryptions = encryptions + 1
+                 WHERE scope_id = ?1
+                   AND version = (SELECT active_key_version FROM scopes WHERE id = ?1)
+                 RETURNING {DATA_KEY_COLUMNS}"
+            ))
+            .and_then(|mut s| s.query_row([&scope.0], data_key_from_row))
+            .map_err(db(CTX))?;
+        let version = current + 1;
+        let sealed = seal(&SealInput {
+            scope: &scope,
+            version,
+            key: &key,
+        })?;
+        let now = p.now.0;
+        let max_versions = match existing {
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO secrets (scope_id, name, current_version, max_versions, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                )
+                .and_then(|mut s| s.execute(params![scope.0, name, version, p.default_max_versions, now]))
+                .map_err(db(CTX))?;
+                p.default_max_versions
+            }
+            Some((_, max)) => {
+                tx.prepare_cached(
+                    "UPDATE secrets SET current_version = ?3, updated_at = ?4 WHERE scope_id = ?1 AND name = ?2",
+                )
+                .and_then(|mut s| s.execute(params![scope.0, name, version, now]))
+                .map_err(db(CTX))?;
+                max
+            }
+        };
+        tx.prepare_cached(
+            "INSERT INTO versions (scope_id, name, version, created_at, key_version, nonce, ciphertext)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                scope.0,
+                name,
+                version,
+                now,
+                sealed.key_version,
+                sealed.nonce,
+                sealed.ciphertext
+            ])
+        })
+        .map_err(db(CTX))?;
+        tx.prepare_cached("UPDATE scopes SET bytes_used = bytes_used + ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![scope.0, sealed.ciphertext.len() as u64]))
+            .map_err(db(CTX))?;
+        prune(&tx, &scope, name, version, max_versions).map_err(db(CTX))?;
+        tx.commit().map_err(db(CTX))?;
+        Ok(PutOutcome::Written {
+            version,
+            key_version: key.version,
+            key_encryptions: key.encryptions,
+        })
+    }
+
+    fn version(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+        which: VersionSelector,
+    ) -> Result<Lookup<FoundVersion>> {
+        let conn = self.reader();
+        let exact = match which {
+            VersionSelector::Latest => None,
+            VersionSelector::Exact(v) => Some(to_i64(v)?),
+        };
+        // The current version is always the highest stored one (pruning
+        // never removes it), so a read is one descent into `versions`; the
+        // `secrets` row is consulted only to explain a miss.
+        let row = conn
+            .prepare_cached(
+                "SELECT sc.id AS scope_id, v.version, v.created_at, v.deleted_at, v.destroyed,
+                        v.key_version, v.nonce, v.ciphertext
+                 FROM scopes sc
+                 LEFT JOIN versions v ON v.rowid = (
+                     SELECT rowid FROM versions
+                     WHERE scope_id = sc.id AND name = ?2 AND (?3 IS NULL OR version = ?3)
+                     ORDER BY version DESC LIMIT 1)
+                 WHERE sc.slug = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![slug.as_str(), name.as_str(), exact], |r| {
+                    let scope = ScopeId(r.get("scope_id")?);
+                    let version = match r.get::<_, Option<u64>>("version")? {
+                        Some(_) => Some(version_from_row(r, true)?),
+                        None => None,
+                    };
+                    Ok((scope, version))
+                })
+                .optional()
+            })
+            .map_err(db("reading a secret"))?;
+        Ok(match row {
+            None => Lookup::NoScope,
+            Some((scope, Some(version))) => Lookup::Found(FoundVersion {
+                scope,
+                version: Some(version),
+            }),
+            Some((scope, None)) => {
+                let exists: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM secrets WHERE scope_id = ?1 AND name = ?2)",
+                    )
+                    .and_then(|mut s| s.query_row(params![scope.0, name.as_str()], |r| r.get(0)))
+                    .map_err(db("reading a secret"))?;
+                if exists {
+                    Lookup::Found(FoundVersion {
+                        scope,
+                        version: None,
+                    })
+                } else {
+                    Lookup::NoSecret
+                }
+            }
+        })
+    }
+
+    fn list(
+        &self,
+        slug: &Slug,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<SecretName>>> {
+        let conn = self.reader();
+        let Some(scope) = scope_id_of(&conn, slug).map_err(db("listing secrets"))? else {
+            return Ok(None);
+        };
+        // Names are ASCII below DEL, so `prefix || DEL` bounds the range.
+        let upper = format!("{prefix}\u{7f}");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        conn.prepare_cached(
+            "SELECT name FROM secrets
+             WHERE scope_id = ?1 AND name >= ?2 AND name < ?3 AND name > ?4
+             ORDER BY name LIMIT ?5",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![scope.0, prefix, upper, after.unwrap_or(""), limit],
+                |r| name_from_text(&r.get::<_, String>(0)?),
+            )?
+            .collect()
+        })
+        .map(Some)
+        .map_err(db("listing secrets"))
+    }
+
+    fn metadata(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+    ) -> Result<Lookup<(SecretRecord, Vec<StoredVersion>)>> {
+        const CTX: &str = "reading metadata";
+        let conn = self.reader();
+        let Some(scope) = scope_id_of(&conn, slug).map_err(db(CTX))? else {
+            return Ok(Lookup::NoScope);
+        };
+        let secret = conn
+            .prepare_cached(
+                "SELECT current_version, max_versions, custom_metadata, created_at, updated_at
+                 FROM secrets WHERE scope_id = ?1 AND name = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![scope.0, name.as_str()], |r| {
+                    let custom: String = r.get(2)?;
+                    Ok(SecretRecord {
+                        name: name.clone(),
+                        current_version: r.get(0)?,
+                        max_versions: r.get(1)?,
+                        custom: serde_json::from_str(&custom)
+                            .map_err(|e| conversion(format!("custom metadata: {e}")))?,
+                        created_at: Timestamp(r.get(3)?),
+                        updated_at: Timestamp(r.get(4)?),
+                    })
+                })
+                .optional()
+            })
+            .map_err(db(CTX))?;
+        let Some(secret) = secret else {
+            return Ok(Lookup::NoSecret);
+        };
+        let versions = conn
+            .prepare_cached(
+                "SELECT version, created_at, deleted_at, destroyed, key_version FROM versions
+                 WHERE scope_id = ?1 AND name = ?2 ORDER BY version",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![scope.0, name.as_str()], |r| {
+                    version_from_row(r, false)
+                })?
+                .collect()
+            })
+            .map_err(db(CTX))?;
+        Ok(Lookup::Found((secret, versions)))
+    }
+
+    fn update_metadata(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+        max_versions: Option<u32>,
+        custom: Option<&BTreeMap<String, String>>,
+        now: Timestamp,
+    ) -> Result<Lookup<()>> {
+        const CTX: &str = "updating metadata";
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let Some(scope) = scope_id_of(&tx, slug).map_err(db(CTX))? else {
+            return Ok(Lookup::NoScope);
+        };
+        let custom = custom
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| Error::storage(CTX, e))?;
+        let row: Option<(u64, u32)> = tx
+            .query_row(
+                "UPDATE secrets SET max_versions = coalesce(?3, max_versions),
+                                    custom_metadata = coalesce(?4, custom_metadata),
+                                    updated_at = ?5
+                 WHERE scope_id = ?1 AND name = ?2
+                 RETURNING current_version, max_versions",
+                params![scope.0, name.as_str(), max_versions, custom, now.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db(CTX))?;
+        let Some((current, max)) = row else {
+            return Ok(Lookup::NoSecret);
+        };
+        prune(&tx, &scope, name.as_str(), current, max).map_err(db(CTX))?;
+        tx.commit().map_err(db(CTX))?;
+        Ok(Lookup::Found(()))
+    }
+
+    fn change_versions(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+        versions: &[u64],
+        change: VersionChange,
+    ) -> Result<Lookup<Changed>> {
+        const CTX: &str = "changing versions";
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let Some(scope) = scope_id_of(&tx, slug).map_err(db(CTX))? else {
+            return Ok(Lookup::NoScope);
+        };
+        let current: Option<u64> = tx
+            .query_row(
+                "SELECT current_version FROM secrets WHERE scope_id = ?1 AND name = ?2",
+                params![scope.0, name.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db(CTX))?;
+        let Some(current) = current else {
+            return Ok(Lookup::NoSecret);
+        };
+        let mut wanted: Vec<u64> = if versions.is_empty() {
+            vec![current]
+        } else {
+            versions.to_vec()
+        };
+        wanted.sort_unstable();
+        wanted.dedup();
+        for &v in &wanted {
+            let destroyed: Option<bool> = tx
+                .prepare_cached(
+                    "SELECT destroyed FROM versions WHERE scope_id = ?1 AND name = ?2 AND version = ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![scope.0, name.as_str(), to_i64(v).unwrap_or(-1)], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(db(CTX))?;
+            match destroyed {
+                None => return Ok(Lookup::Found(Changed::NoVersion(v))),
+                Some(true) if change == VersionChange::Undelete => {
+                    return Ok(Lookup::Found(Changed::Destroyed(v)));
+                }
+                Some(_) => {}
+            }
+        }
+        let (sql, deleted_at) = match change {
+            VersionChange::Delete(at) => (
+                "UPDATE versions SET deleted_at = ?4
+                 WHERE scope_id = ?1 AND name = ?2 AND version = ?3
+                   AND deleted_at IS NULL AND destroyed = 0",
+                Some(at.0),
+            ),
+            VersionChange::Undelete => (
+                "UPDATE versions SET deleted_at = NULL
+                 WHERE scope_id = ?1 AND name = ?2 AND version = ?3 AND ?4 IS NULL",
+                None,
+            ),
+            VersionChange::Destroy => (
+                "UPDATE versions SET destroyed = 1, key_version = NULL, nonce = NULL, ciphertext = NULL
+                 WHERE scope_id = ?1 AND name = ?2 AND version = ?3 AND ?4 IS NULL",
+                None,
+            ),
+        };
+        if change == VersionChange::Destroy {
+            let mut freed = tx
+                .prepare_cached(
+                    "UPDATE scopes SET bytes_used = bytes_used -
+                        (SELECT coalesce(length(ciphertext), 0) FROM versions
+                         WHERE scope_id = ?1 AND name = ?2 AND version = ?3)
+                     WHERE id = ?1",
+                )
+                .map_err(db(CTX))?;
+            for &v in &wanted {
+                freed
+                    .execute(params![scope.0, name.as_str(), v])
+                    .map_err(db(CTX))?;
+            }
+        }
+        {
+            let mut stmt = tx.prepare_cached(sql).map_err(db(CTX))?;
+            for &v in &wanted {
+                stmt.execute(params![scope.0, name.as_str(), v, deleted_at])
+                    .map_err(db(CTX))?;
+            }
+        }
+        tx.commit().map_err(db(CTX))?;
+        if change == VersionChange::Destroy {
+            Self::checkpoint(&conn)?;
+        }
+        Ok(Lookup::Found(Changed::Versions(wanted)))
+    }
+
+    fn limits(&self, slug: &Slug) -> Result<Option<Limits>> {
+        let conn = self.reader();
+        conn.prepare_cached(&format!(
+            "SELECT {LIMIT_COLUMNS} FROM scopes sc JOIN plans p ON p.name = sc.plan WHERE sc.slug = ?1"
+        ))
+        .and_then(|mut s| s.query_row([slug.as_str()], limits_from_row).optional())
+        .map_err(db("reading limits"))
+    }
+
+    fn set_limits(&self, slug: &Slug, c: &LimitChange) -> Result<bool> {
+        const CTX: &str = "changing limits";
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        if let Some(plan) = &c.plan {
+            let known: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM plans WHERE name = ?1)",
+                    [plan],
+                    |r| r.get(0),
+                )
+                .map_err(db(CTX))?;
+            if !known {
+                return Err(Error::InvalidArgument(format!("there is no plan `{plan}`")));
+            }
+        }
+        let n = tx
+            .execute(
+                "UPDATE scopes SET plan = coalesce(?2, plan),
+                                   max_secrets = coalesce(?3, max_secrets),
+                                   max_bytes = coalesce(?4, max_bytes),
+                                   max_tokens = coalesce(?5, max_tokens),
+                                   rate_per_sec = coalesce(?6, rate_per_sec)
+                 WHERE slug = ?1",
+                params![
+                    slug.as_str(),
+                    c.plan,
+                    c.max_secrets,
+                    c.max_bytes,
+                    c.max_tokens,
+                    c.rate_per_sec
+                ],
+            )
+            .map_err(db(CTX))?;
+        tx.commit().map_err(db(CTX))?;
+        Ok(n == 1)
+    }
+
+    fn insert_token(
+        &self,
+        t: &TokenRecord,
+        slug: Option<&Slug>,
+        now: Timestamp,
+    ) -> Result<TokenInsert> {
+        const CTX: &str = "issuing a token";
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let scope_id = match slug {
+            None => None,
+            Some(slug) => {
+                let row: Option<(String, u64)> = tx
+                    .query_row(
+                        &format!("SELECT sc.id, {LIMIT_COLUMNS} FROM scopes sc JOIN plans p ON p.name = sc.plan WHERE sc.slug = ?1"),
+                        [slug.as_str()],
+                        |r| Ok((r.get(0)?, r.get("max_tokens")?)),
+                    )
+                    .optional()
+                    .map_err(db(CTX))?;
+                let Some((id, max_tokens)) = row else {
+                    return Ok(TokenInsert::NoScope);
+                };
+                let live: u64 = tx
+                    .query_row(
+                        "SELECT count(*) FROM tokens WHERE scope_id = ?1 AND revoked_at IS NULL
+                           AND (expires_at IS NULL OR expires_at > ?2)",
+                        params![id, now.0],
+                        |r| r.get(0),
+                    )
+                    .map_err(db(CTX))?;
+                if live >= max_tokens {
+                    return Ok(TokenInsert::TooMany(max_tokens));
+                }
+                Some(id)
+            }
+        };
+        tx.execute(
+            "INSERT INTO tokens (id, hash, kind, scope_id, role, policy, description, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                t.id,
+                t.hash,
+                if scope_id.is_some() { "tenant" } else { "operator" },
+                scope_id,
+                t.role,
+                t.policy,
+                t.description,
+                t.created_at.0,
+                t.expires_at.map(|e| e.0)
+            ],
+        )
+        .map_err(db(CTX))?;
+        tx.commit().map_err(db(CTX))?;
+        Ok(TokenInsert::Inserted)
+    }
+
+    fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>> {
+        let conn = self.reader();
+        conn.prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens t LEFT JOIN scopes sc ON sc.id = t.scope_id WHERE t.hash = ?1"
+        ))
+        .and_then(|mut s| s.query_row([hash], token_from_row).optional())
+        .map_err(db("reading a token"))
+    }
+
+    fn tokens(&self, slug: Option<&Slug>) -> Result<Vec<TokenRecord>> {
+        let conn = self.reader();
+        conn.prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens t LEFT JOIN scopes sc ON sc.id = t.scope_id
+             WHERE ?1 IS NULL OR sc.slug = ?1 ORDER BY t.created_at, t.id"
+        ))
+        .and_then(|mut s| {
+            s.query_map([slug.map(Slug::as_str)], token_from_row)?
+                .collect()
+        })
+        .map_err(db("listing tokens"))
+    }
+
+    fn revoke_token(
+        &self,
+        id: &str,
+        scope: Option<&ScopeId>,
+        now: Timestamp,
+    ) -> Result<TokenRevoke> {
+        const CTX: &str = "revoking a token";
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let row: Option<(Option<String>, String, Option<i64>)> = tx
+            .query_row(
+                "SELECT scope_id, role, revoked_at FROM tokens WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(db(CTX))?;
+        let Some((token_scope, role, revoked)) = row else {
+            return Ok(TokenRevoke::NotFound);
+        };
+        if let Some(only) = scope {
+            if token_scope.as_deref() != Some(only.0.as_str()) {
+                return Ok(TokenRevoke::NotFound);
+            }
+        }
+        if revoked.is_some() {
+            return Ok(TokenRevoke::AlreadyRevoked);
+        }
+        if role == "owner" {
+            let other_owners: u64 = tx
+                .query_row(
+                    "SELECT count(*) FROM tokens WHERE scope_id = ?1 AND role = 'owner' AND id <> ?2
+                       AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)",
+                    params![token_scope, id, now.0],
+                    |r| r.get(0),
+                )
+                .map_err(db(CTX))?;
+            if other_owners == 0 {
+                return Ok(TokenRevoke::LastOwner);
+            }
+        }
+        tx.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1",
+            params![id, now.0],
+        )
+        .map_err(db(CTX))?;
+        tx.commit().map_err(db(CTX))?;
+        Ok(TokenRevoke::Revoked)
+    }
+
+    fn change_marker(&self) -> Result<u64> {
+        let c = self.marker.lock().unwrap_or_else(|p| p.into_inner());
+        c.query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db("reading the change marker"))
+    }
+
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>> {
+        const CTX: &str = "writing the audit trail";
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let (mut seq, mut prev): (u64, Vec<u8>) = tx
+            .query_row(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db(CTX))?
+            .unwrap_or((0, vec![0u8; 32]));
+        let mut out = Vec::with_capacity(entries.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO audit_log (seq, time, request_id, principal, tenant, operation, path,
+                                            version, outcome, prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(db(CTX))?;
+            for e in entries {
+                seq += 1;
+                let hash = crate::audit::chain_hash(&prev, seq, e).to_vec();
+                stmt.execute(params![
+                    seq,
+                    e.time.0,
+                    e.request_id,
+                    e.principal,
+                    e.tenant,
+                    e.operation,
+                    e.path,
+                    e.version,
+                    e.outcome,
+                    prev,
+                    hash
+                ])
+                .map_err(db(CTX))?;
+                out.push(AuditRecord {
+                    seq,
+                    entry: e.clone(),
+                    prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                    hash,
+                });
+            }
+        }
+        tx.commit().map_err(db(CTX))?;
+        Ok(out)
+    }
+
+    fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let conn = self.reader();
+        conn.prepare_cached(
+            "SELECT seq, time, request_id, principal, tenant, operation, path, version, outcome,
+                    prev_hash, hash
+             FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(AuditRecord {
+                        seq: r.get(0)?,
+                        entry: AuditEntry {
+                            time: Timestamp(r.get(1)?),
+                            request_id: r.get(2)?,
+                            principal: r.get(3)?,
+                            tenant: r.get(4)?,
+                            operation: r.get(5)?,
+                            path: r.get(6)?,
+                            version: r.get(7)?,
+                            outcome: r.get(8)?,
+                        },
+                        prev_hash: r.get(9)?,
+                        hash: r.get(10)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+        .map_err(db("reading the audit trail"))
+    }
+
+    fn reseal_all(
+        &self,
+        scope: &ScopeId,
+        key_version: u32,
+        reseal: &mut dyn FnMut(&SecretName, &StoredVersion) -> Result<Sealed>,
+    ) -> Result<u64> {
+        const CTX: &str = "re-encrypting versions";
+        let mut conn = self.writer();
+        let tx = immediate(&mut conn)?;
+        let rows: Vec<(SecretName, StoredVersion)> = tx
+            .prepare(
+                "SELECT name, version, created_at, deleted_at, destroyed, key_version, nonce, ciphertext
+                 FROM versions
+                 WHERE scope_id = ?1 AND ciphertext IS NOT NULL AND key_version <> ?2
+                 ORDER BY name, version",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![scope.0, key_version], |r| {
+                    Ok((name_from_text(&r.get::<_, String>(0)?)?, version_from_row(r, true)?))
+                })?
+                .collect()
+            })
+            .map_err(db(CTX))?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE versions SET key_version = ?4, nonce = ?5, ciphertext = ?6
+                     WHERE scope_id = ?1 AND name = ?2 AND version = ?3",
+                )
+                .map_err(db(CTX))?;
+            for (name, v) in &rows {
+                let sealed = reseal(name, v)?;
+                update
+                    .execute(params![
+                        scope.0,
+                        name.as_str(),
+                        v.version,
+                        sealed.key_version,
+                        sealed.nonce,
+                        sealed.ciphertext
+                    ])
+                    .map_err(db(CTX))?;
+            }
+        }
+        let n = rows.len() as u64;
+        tx.execute(
+            "UPDATE data_keys SET encryptions = encryptions + ?3 WHERE scope_id = ?1 AND version = ?2",
+            params![scope.0, key_version, n],
+        )
+        .map_err(db(CTX))?;
+        tx.commit().map_err(db(CTX))?;
+        Ok(n)
+    }
+}
+
+fn write_root(tx: &Connection, root: &RootRecord, insert: bool) -> rusqlite::Result<usize> {
+    let method = match root.method {
+        UnlockMethod::Passphrase => "passphrase",
+        UnlockMethod::KeyFile => "keyfile",
+    };
+    let kdf = root.kdf;
+    let sql = if insert {
+        "INSERT INTO root_key (id, method, kdf_m_cost, kdf_t_cost, kdf_p_cost, salt, version,
+                               wrapped, created_at, rotated_at)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    } else {
+        "UPDATE root_key SET method = ?1, kdf_m_cost = ?2, kdf_t_cost = ?3, kdf_p_cost = ?4,
+                             salt = ?5, version = ?6, wrapped = ?7, rotated_at = ?9
+         WHERE id = 1 AND ?8 = ?8"
+    };
+    tx.execute(
+        sql,
+        params![
+            method,
+            kdf.map(|k| k.m_cost_kib),
+            kdf.map(|k| k.t_cost),
+            kdf.map(|k| k.p_cost),
+            root.salt,
+            root.version,
+            root.wrapped,
+            root.created_at.0,
+            root.rotated_at.0
+        ],
+    )
+}
+
+fn insert_data_key(tx: &Connection, k: &DataKeyRecord) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO data_keys (scope_id, version, root_version, wrapped, encryptions, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            k.scope_id.0,
+            k.version,
+            k.root_version,
+            k.wrapped,
+            k.encryptions,
+            k.created_at.0
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_version(c: &Connection) -> u32 {
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn tables(c: &Connection) -> Vec<String> {
+        c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// Every step applies on top of the one before it, bumps `user_version`
+    /// by one, and leaves a database that passes SQLite's own checks.
+    #[test]
+    fn each_migration_applies_in_order() {
+        let mut c = Connection::open_in_memory().unwrap();
+        configure(&c).unwrap();
+        assert_eq!(user_version(&c), 0);
+        for step in 1..=MIGRATIONS.len() {
+            migrate(&mut c, step).unwrap();
+            assert_eq!(user_version(&c) as usize, step);
+            let check: String = c
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+            let fk_problems: i64 = c
+                .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(fk_problems, 0);
+        }
+    }
+
+    #[test]
+    fn migration_1_creates_the_core_schema() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c, 1).unwrap();
+        assert_eq!(
+            tables(&c),
+            ["data_keys", "root_key", "scopes", "secrets", "versions"]
+        );
+        // The constraints hold: a live version must have a ciphertext.
+        c.execute_batch(
+            "INSERT INTO scopes VALUES ('s', 'acme', 'enterprise', 0, 1);
+             INSERT INTO secrets (scope_id, name, current_version, max_versions, created_at, updated_at)
+                  VALUES ('s', 'x', 1, 10, 0, 0);",
+        )
+        .unwrap();
+        let err = c.execute(
+            "INSERT INTO versions (scope_id, name, version, created_at) VALUES ('s', 'x', 1, 0)",
+            [],
+        );
+        assert!(err.is_err(), "a live version without ciphertext is refused");
+        assert!(
+            c.execute(
+                "INSERT INTO scopes VALUES ('t', 'acme', 'enterprise', 0, 1)",
+                []
+            )
+            .is_err(),
+            "slugs are unique"
+        );
+        assert!(
+            c.execute(
+                "INSERT INTO scopes VALUES ('u', 'other', 'startup', 0, 1)",
+                []
+            )
+            .is_err(),
+            "kinds are checked"
+        );
+    }
+
+    /// Migration 2 on a version-1 database holding data: plans are set by
+    /// kind, the stored-bytes counter is backfilled, the new tables work.
+    #[test]
+    fn migration_2_upgrades_a_populated_version_1_database() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        migrate(&mut c, 1).unwrap();
+        c.execute_batch(
+            "INSERT INTO scopes VALUES ('e', 'acme', 'enterprise', 0, 1);
+             INSERT INTO scopes VALUES ('f', 'solo', 'freelance', 0, 1);
+             INSERT INTO secrets (scope_id, name, current_version, max_versions, created_at, updated_at)
+                  VALUES ('e', 'x', 2, 10, 0, 0);
+             INSERT INTO versions (scope_id, name, version, created_at, key_version, nonce, ciphertext)
+                  VALUES ('e', 'x', 1, 0, 1, zeroblob(12), zeroblob(30));
+             INSERT INTO versions (scope_id, name, version, created_at, key_version, nonce, ciphertext)
+                  VALUES ('e', 'x', 2, 0, 1, zeroblob(12), zeroblob(50));",
+        )
+        .unwrap();
+        migrate(&mut c, 2).unwrap();
+        assert_eq!(user_version(&c), 2);
+        let row = |slug: &str| -> (String, i64) {
+            c.query_row(
+                "SELECT plan, bytes_used FROM scopes WHERE slug = ?1",
+                [slug],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(row("acme"), ("enterprise".to_owned(), 80));
+        assert_eq!(row("solo"), ("starter".to_owned(), 0));
+        let plans: Vec<String> = c
+            .prepare("SELECT name FROM plans ORDER BY max_secrets")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(plans, ["starter", "pro", "enterprise"]);
+        assert!(tables(&c).contains(&"tokens".to_owned()));
+        assert!(tables(&c).contains(&"audit_log".to_owned()));
+        // A tenant token needs its scope; an operator token must have none.
+        assert!(c
+            .execute(
+                "INSERT INTO tokens (id, hash, kind, role, policy, created_at) VALUES ('t', x'01', 'tenant', 'user', '{}', 0)",
+                [],
+            )
+            .is_err());
+        c.execute(
+            "INSERT INTO tokens (id, hash, kind, scope_id, role, policy, created_at) VALUES ('t', x'01', 'tenant', 'e', 'user', '{}', 0)",
+            [],
+        )
+        .unwrap();
+        // Deleting the scope takes its tokens with it.
+        c.execute_batch(
+            "DELETE FROM versions; DELETE FROM secrets; DELETE FROM scopes WHERE id = 'e';",
+        )
+        .unwrap();
+        let left: i64 = c
+            .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.db");
+        let s = SqliteStore::open(&p).unwrap();
+        let slug = Slug::parse("acme").unwrap();
+        let id = ScopeId::generate();
+        let rec = ScopeRecord {
+            id: id.clone(),
+            slug: slug.clone(),
+            kind: ScopeKind::Freelance,
+            created_at: Timestamp(5),
+            active_key_version: 1,
+        };
+        let key = DataKeyRecord {
+            scope_id: id,
+            version: 1,
+            root_version: 1,
+            wrapped: vec![1; 60],
+            encryptions: 0,
+            created_at: Timestamp(5),
+        };
+        assert!(s.create_scope(&rec, &key).unwrap().is_none());
+        drop(s);
+        let s = SqliteStore::open(&p).unwrap();
+        assert_eq!(s.scope(&slug).unwrap(), Some(rec));
+        let c = s.writer();
+        assert_eq!(user_version(&c) as usize, MIGRATIONS.len());
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "synchronous = FULL");
+        let secure: i64 = c
+            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(secure, 1);
+        let fk: i64 = c
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.db");
+        drop(SqliteStore::open(&p).unwrap());
+        let c = Connection::open(&p).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        match SqliteStore::open(&p) {
+            Err(Error::SchemaTooNew {
+                found: 99,
+                supported,
+            }) => {
+                assert_eq!(supported as usize, MIGRATIONS.len());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
