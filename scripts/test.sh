@@ -3,6 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tests/tests/python_client.rs runs the Python example client (examples/python/).
+if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check \
+        -r examples/python/requirements.txt
+fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -12,7 +12,10 @@ use zeroize::Zeroizing;
 
 use crate::backend::{Backend, CmdError, CmdResult, ExitKind};
 use crate::local::{self, Local};
-use crate::{AuditCommand, Cli, Command, IssueArgs, MetadataArgs, TenantCommand, TokenCommand};
+use crate::remote::Remote;
+use crate::{
+    AuditCommand, Cli, Command, IssueArgs, MetadataArgs, ServerCommand, TenantCommand, TokenCommand,
+};
 
 fn out_err(e: std::io::Error) -> CmdError {
     CmdError::new(ExitKind::Failure, format!("writing output: {e}"))
@@ -24,25 +27,58 @@ macro_rules! say {
     };
 }
 
-/// Runs one command, writing its output to `out`.
-pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CmdResult<()> {
+/// Runs one command, writing its output to `out`; returns the exit code
+/// (0 but for `run`, which passes its program's code through).
+pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CmdResult<u8> {
     let unlock = cli.unlock();
-    if let Command::Init(args) = &cli.command {
-        let kdf = KdfParams {
-            m_cost_kib: args.kdf_memory_kib,
-            t_cost: args.kdf_iterations,
-            p_cost: 1,
-        };
-        say!(out, "{}", local::init(&cli.data_dir, &unlock, kdf)?);
-        return Ok(());
-    }
-    if let Command::Audit(AuditCommand::Verify { file: Some(f) }) = &cli.command {
-        return audit_verified(
-            tenant_vault::verify_audit_file(f)?.map_err(|p| p.to_string()),
-            out,
-        );
+    let remote = cli.remote();
+    match &cli.command {
+        Command::Serve(args) => {
+            crate::serve::serve(&cli, args, out)?;
+            return Ok(0);
+        }
+        Command::Dev(args) => {
+            crate::serve::dev(&cli, args, out)?;
+            return Ok(0);
+        }
+        Command::Init(args) => {
+            if remote.is_some() {
+                return Err(CmdError::usage(
+                    "init creates a vault on this machine and has no remote form: unset --addr \
+                     / SECRET_MCP_ADDR, or run it where the server keeps its data",
+                ));
+            }
+            let kdf = KdfParams {
+                m_cost_kib: args.kdf_memory_kib,
+                t_cost: args.kdf_iterations,
+                p_cost: 1,
+            };
+            say!(out, "{}", local::init(&cli.data_dir, &unlock, kdf)?);
+            return Ok(0);
+        }
+        Command::Audit(AuditCommand::Verify { file: Some(f) }) => {
+            audit_verified(
+                tenant_vault::verify_audit_file(f)?.map_err(|p| p.to_string()),
+                out,
+            )?;
+            return Ok(0);
+        }
+        _ => {}
     }
     let stdin_taken = unlock.uses_stdin();
+    if let Some(r) = &remote {
+        let backend = Remote::connect(r)?;
+        if let Command::Server(s) = cli.command {
+            return server(&backend, s, &unlock, out).map(|()| 0);
+        }
+        return dispatch(&backend, cli.command, stdin_taken, out);
+    }
+    if let Command::Server(_) = cli.command {
+        return Err(CmdError::usage(
+            "`server` talks to a running server: give its address with --addr or \
+             SECRET_MCP_ADDR",
+        ));
+    }
     let backend = Local::open(
         &cli.data_dir,
         &unlock,
@@ -52,15 +88,62 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CmdResult<()> {
     dispatch(&backend, cli.command, stdin_taken, out)
 }
 
-/// Runs a command other than `init` against any backend.
+/// `secret-mcp server status|seal|unseal` (remote mode).
+fn server(
+    r: &Remote,
+    s: ServerCommand,
+    unlock: &local::UnlockArgs,
+    out: &mut dyn Write,
+) -> CmdResult<()> {
+    match s {
+        ServerCommand::Status => {
+            let (sealed, version) = r.status()?;
+            say!(out, "sealed:  {sealed}");
+            say!(out, "version: {version}");
+        }
+        ServerCommand::Seal => {
+            r.seal()?;
+            say!(out, "sealed");
+        }
+        ServerCommand::Unseal => {
+            let passphrase = unlock.passphrase()?.ok_or_else(|| {
+                CmdError::usage("unseal needs --passphrase-stdin or --passphrase-file")
+            })?;
+            r.unseal(&passphrase)?;
+            say!(out, "unsealed");
+        }
+    }
+    Ok(())
+}
+
+/// Runs a command other than `init`, `serve`, `dev` and `server` against any
+/// backend; returns the exit code.
 fn dispatch(
+    b: &dyn Backend,
+    command: Command,
+    stdin_taken: bool,
+    out: &mut dyn Write,
+) -> CmdResult<u8> {
+    if let Command::Run(a) = command {
+        return crate::run::run(b, a);
+    }
+    commands(b, command, stdin_taken, out).map(|()| 0)
+}
+
+fn commands(
     b: &dyn Backend,
     command: Command,
     stdin_taken: bool,
     out: &mut dyn Write,
 ) -> CmdResult<()> {
     match command {
-        Command::Init(_) => unreachable!("handled before a backend is opened"),
+        Command::Init(_)
+        | Command::Run(_)
+        | Command::Serve(_)
+        | Command::Dev(_)
+        | Command::Server(_) => {
+            unreachable!("handled before")
+        }
         Command::Tenant(t) => tenant(b, t, out),
         Command::Put(a) => {
             let path = SecretPath::parse(&a.path)?;

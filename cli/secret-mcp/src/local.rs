@@ -40,6 +40,27 @@ impl UnlockArgs {
         self.passphrase_stdin
     }
 
+    /// The passphrase given by --passphrase-stdin or --passphrase-file, if
+    /// either was.
+    pub(crate) fn passphrase(&self) -> CmdResult<Option<Secret>> {
+        if self.key_file.is_some() || (!self.passphrase_stdin && self.passphrase_file.is_none()) {
+            return Ok(None);
+        }
+        match self.resolve(Path::new("."))? {
+            Unlock::Passphrase(p) => Ok(Some(p)),
+            _ => Ok(None),
+        }
+    }
+
+    /// True when unlock material is at hand: a flag, or the key file
+    /// remembered in the data directory.
+    fn available(&self, data_dir: &Path) -> CmdResult<bool> {
+        Ok(self.key_file.is_some()
+            || self.passphrase_stdin
+            || self.passphrase_file.is_some()
+            || read_config(data_dir)?.key_file.is_some())
+    }
+
     fn resolve(&self, data_dir: &Path) -> CmdResult<Unlock> {
         if let Some(f) = &self.key_file {
             return Ok(Unlock::KeyFile(f.clone()));
@@ -144,7 +165,7 @@ pub(crate) fn init(data_dir: &Path, unlock: &UnlockArgs, kdf: KdfParams) -> CmdR
     ))
 }
 
-fn create_private_dir(dir: &Path) -> CmdResult<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> CmdResult<()> {
     let mut b = fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -162,6 +183,39 @@ fn create_private_dir(dir: &Path) -> CmdResult<()> {
 
 fn open_store(db: &Path) -> CmdResult<SqliteStore> {
     Ok(SqliteStore::open(db)?)
+}
+
+/// Opens the vault in `data_dir` for a server: unlocked when unlock material
+/// is at hand (flags, or the key file remembered by `init`), else sealed,
+/// waiting for an Unseal call. Returns the vault and whether it is sealed.
+pub(crate) fn open_for_server(
+    data_dir: &Path,
+    unlock: &UnlockArgs,
+    audit_file: Option<PathBuf>,
+) -> CmdResult<(Vault, bool)> {
+    let db = existing_db(data_dir)?;
+    let mut opts = VaultOptions::default();
+    opts.audit_file = audit_file;
+    if unlock.available(data_dir)? {
+        let unlock = unlock.resolve(data_dir)?;
+        Ok((Vault::open(open_store(&db)?, &unlock, opts)?, false))
+    } else {
+        Ok((Vault::open_sealed(open_store(&db)?, opts)?, true))
+    }
+}
+
+fn existing_db(data_dir: &Path) -> CmdResult<PathBuf> {
+    let db = data_dir.join(DB_FILE);
+    if !db.exists() {
+        return Err(CmdError::new(
+            ExitKind::NotFound,
+            format!(
+                "no vault in {}: run `secret-mcp init` first (or set --data-dir / SECRET_MCP_DATA)",
+                data_dir.display()
+            ),
+        ));
+    }
+    Ok(db)
 }
 
 /// The embedded vault, used as one principal: the holder of `--token`, or
@@ -185,16 +239,7 @@ impl Local {
         token: Option<&str>,
         audit_file: Option<PathBuf>,
     ) -> CmdResult<Local> {
-        let db = data_dir.join(DB_FILE);
-        if !db.exists() {
-            return Err(CmdError::new(
-                ExitKind::NotFound,
-                format!(
-                    "no vault in {}: run `secret-mcp init` first (or set --data-dir / SECRET_MCP_DATA)",
-                    data_dir.display()
-                ),
-            ));
-        }
+        let db = existing_db(data_dir)?;
         let unlock = unlock.resolve(data_dir)?;
         let mut opts = VaultOptions::default();
         opts.audit_file = audit_file;

@@ -2,34 +2,43 @@
 //!
 //! `main` parses the command line, dispatches to `commands`, and maps errors
 //! to exit codes. Commands are written against the `Backend` trait, so they
-//! work the same on the embedded vault and, in remote mode, over gRPC.
+//! work the same on the embedded vault (`local.rs`) and, in remote mode, over
+//! gRPC (`remote.rs`). `serve.rs` runs the gRPC server (`serve`, `dev`) and
+//! `run.rs` starts a program with a tenant's secrets in its environment.
 
 mod backend;
 mod commands;
 mod local;
+mod remote;
+mod run;
+mod serve;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::backend::{CmdError, ExitKind};
 use crate::local::UnlockArgs;
+use crate::remote::RemoteArgs;
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  failure not listed below
+  1  failure not listed below; in remote mode, the server cannot be reached
   2  bad command line or argument
   3  tenant, secret or version not found (or deleted / destroyed)
   4  refused: wrong passphrase, key file or token, permission denied, sealed
   5  conflict: check-and-set mismatch, vault already initialized
   6  limit: value too large, quota or rate limit reached
-  7  stored data or the audit trail failed its integrity check";
+  7  stored data or the audit trail failed its integrity check
+`run` exits with its program's code instead (128+N when a signal N killed it).";
 
 /// Tenant Vault: tenant-scoped, encrypted, versioned secrets.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "secret-mcp", version, after_help = EXIT_CODES)]
 struct Cli {
     /// Directory of the embedded vault.
@@ -69,6 +78,36 @@ struct Cli {
     #[arg(long, global = true, env = "SECRET_MCP_AUDIT_FILE")]
     audit_file: Option<PathBuf>,
 
+    /// Remote mode: run the command on this Secret MCP server over gRPC
+    /// (host:port, http://host:port or https://host:port) instead of on the
+    /// embedded vault, as the holder of --token.
+    #[arg(long, global = true, env = "SECRET_MCP_ADDR")]
+    addr: Option<String>,
+
+    /// Remote mode: the CA certificate (PEM) the server's certificate must
+    /// chain to; turns TLS on.
+    #[arg(long, global = true, env = "SECRET_MCP_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+
+    /// Remote mode: a client certificate (PEM) for servers that ask for one
+    /// (mTLS); needs --tls-key.
+    #[arg(long, global = true, env = "SECRET_MCP_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+
+    /// Remote mode: the client certificate's private key (PEM).
+    #[arg(long, global = true, env = "SECRET_MCP_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+
+    /// Remote mode: the name the server's certificate must carry (default:
+    /// the host of --addr).
+    #[arg(long, global = true, env = "SECRET_MCP_TLS_DOMAIN")]
+    tls_domain: Option<String>,
+
+    /// Whether --data-dir came from the command line or the environment
+    /// (rather than its default).
+    #[arg(skip)]
+    data_dir_source: Option<ValueSource>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -100,6 +139,91 @@ enum Command {
     /// Check and read the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run CMD with a tenant's secrets as environment variables (never
+    /// written to disk); exits with CMD's exit code.
+    Run(RunArgs),
+    /// Serve the vault over gRPC (Secret MCP), configured by a TOML file,
+    /// flags and the environment.
+    Serve(ServeArgs),
+    /// Start a throwaway server on a fresh vault with a demo tenant, and
+    /// print the address and tokens to use it (for trying things out only).
+    Dev(DevArgs),
+    /// Remote mode only: the server's seal state, sealing and unsealing.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The tenant whose secrets are passed.
+    #[arg(long)]
+    tenant: String,
+    /// ENV=NAME: pass secret tenant/SLUG/NAME as the variable ENV (repeat it).
+    /// Without --map, every secret of the tenant is passed, as its name in
+    /// capitals with every character other than A-Z and 0-9 turned into `_`
+    /// (`db/password` becomes DB_PASSWORD).
+    #[arg(long = "map", value_name = "ENV=NAME")]
+    map: Vec<String>,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The configuration file (TOML); flags and environment variables
+    /// override what it says.
+    #[arg(long, env = "SECRET_MCP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:7443; port 0 picks a free one).
+    #[arg(long, env = "SECRET_MCP_LISTEN")]
+    listen: Option<String>,
+    /// The server's certificate chain (PEM); with --tls-server-key, turns TLS on.
+    #[arg(long, env = "SECRET_MCP_TLS_SERVER_CERT")]
+    tls_server_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, env = "SECRET_MCP_TLS_SERVER_KEY")]
+    tls_server_key: Option<PathBuf>,
+    /// Ask clients for a certificate signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "SECRET_MCP_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Largest request or response message, in bytes (default 4 MiB).
+    #[arg(long, env = "SECRET_MCP_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Time allowed to each request, in seconds (default 30).
+    #[arg(long, env = "SECRET_MCP_REQUEST_TIMEOUT_SECS")]
+    request_timeout_secs: Option<u64>,
+    /// Requests handled at once, over all connections (default 1024).
+    #[arg(long, env = "SECRET_MCP_CONCURRENCY_LIMIT")]
+    concurrency_limit: Option<usize>,
+    /// Log format on stderr: text or json (default text). RUST_LOG filters.
+    #[arg(long, env = "SECRET_MCP_LOG_FORMAT")]
+    log_format: Option<serve::LogFormat>,
+    /// Serve plaintext gRPC on an address other than loopback: tokens and
+    /// secrets then cross the network unencrypted. Never in production.
+    #[arg(long)]
+    insecure_plaintext_non_loopback: bool,
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// Loopback address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    listen: String,
+    /// Log format on stderr: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: serve::LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// Print whether the server is sealed, and its version (needs no token).
+    Status,
+    /// Seal the server: keys leave its memory until `unseal` (operators).
+    Seal,
+    /// Unseal the server with the vault passphrase, read from
+    /// --passphrase-stdin or --passphrase-file.
+    Unseal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,7 +366,7 @@ enum TenantCommand {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct PutArgs {
     /// Secret path: tenant/SLUG/NAME
     path: String,
@@ -303,14 +427,20 @@ struct MetadataArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    cli.data_dir_source = matches.value_source("data_dir");
     let mut stdout = std::io::stdout().lock();
-    match commands::run(cli, &mut stdout).and_then(|()| {
+    match commands::run(cli, &mut stdout).and_then(|code| {
         stdout
             .flush()
-            .map_err(|e| CmdError::new(ExitKind::Failure, format!("writing output: {e}")))
+            .map_err(|e| CmdError::new(ExitKind::Failure, format!("writing output: {e}")))?;
+        Ok(code)
     }) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             drop(stdout);
             let _ = writeln!(std::io::stderr(), "secret-mcp: error: {e}");
@@ -319,12 +449,86 @@ fn main() -> ExitCode {
     }
 }
 
+/// Never shows the token.
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("data_dir", &self.data_dir)
+            .field("key_file", &self.key_file)
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("command", &self.command)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Never shows the value.
+impl std::fmt::Debug for PutArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutArgs")
+            .field("path", &self.path)
+            .field("value", &self.value.as_ref().map(|_| "[REDACTED]"))
+            .field("from_file", &self.from_file)
+            .field("cas", &self.cas)
+            .finish()
+    }
+}
+
 impl Cli {
+    /// Remote mode's settings, when --addr is set.
+    fn remote(&self) -> Option<RemoteArgs> {
+        self.addr.as_ref().map(|addr| RemoteArgs {
+            addr: addr.clone(),
+            token: self.token.as_deref().map(tenant_vault::Secret::from),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_domain: self.tls_domain.clone(),
+        })
+    }
+
+    /// True when --data-dir was given on the command line or in the
+    /// environment, not defaulted.
+    fn data_dir_given(&self) -> bool {
+        matches!(
+            self.data_dir_source,
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    }
+
     fn unlock(&self) -> UnlockArgs {
         UnlockArgs {
             key_file: self.key_file.clone(),
             passphrase_stdin: self.passphrase_stdin,
             passphrase_file: self.passphrase_file.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn debug_never_shows_the_token_or_a_value() {
+        let cli = Cli::try_parse_from([
+            "secret-mcp",
+            "--token",
+            "smcpt_not-a-real-token",
+            "put",
+            "tenant/acme/x",
+            "--value",
+            "hunter2-value",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("not-a-real-token"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("tenant/acme/x"), "{shown}");
     }
 }

@@ -10,13 +10,14 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tenant_guard_scan::{
-    CONFIG_FILE_NAME, DEFAULT_REGISTER_PATH, Format, IsoDate, RegisterProblem, ReportOptions,
-    RuleSet, ScanReport, Severity, write_report,
+    CONFIG_FILE_NAME, DEFAULT_REGISTER_PATH, ExceptionCheck, Format, IsoDate, Register,
+    RegisterProblem, ReportOptions, RuleSet, ScanReport, Severity, Validity, write_report,
 };
 use time::OffsetDateTime;
 
 use crate::Outcome;
-use crate::common::{ScanInput, load_config, rule_set, scan};
+use crate::common::{ScanInput, load_config, rule_set, scan_with};
+use crate::cross_cmd::{CrossReport, CrossVerdict, Plan, parse_duration};
 use crate::git::check::{Report as GitReport, check};
 use crate::scan_cmd::{FormatArg, SeverityArg};
 
@@ -31,6 +32,8 @@ pub(crate) enum Step {
     Git,
     /// `adr check`.
     Adr,
+    /// `cross`, when `[ci] cross` is configured.
+    Cross,
 }
 
 impl Step {
@@ -40,6 +43,7 @@ impl Step {
             Step::Artifacts => "artifacts",
             Step::Git => "git",
             Step::Adr => "adr",
+            Step::Cross => "cross",
         }
     }
 }
@@ -63,7 +67,8 @@ pub(crate) struct CiArgs {
     /// Output format of the combined report.
     #[arg(long, value_enum, default_value = "human")]
     format: FormatArg,
-    /// Write the report to FILE instead of standard output.
+    /// Write the report to FILE instead of standard output (a human summary,
+    /// secrets redacted, then goes to standard error for the job's log).
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
     /// A scan step fails when a finding at or above this severity remains.
@@ -80,8 +85,49 @@ pub(crate) struct CiArgs {
 struct CiTable {
     /// Build outputs for the artifacts step, relative to the current directory.
     artifacts: Vec<PathBuf>,
-    /// Cross-tenant tests: not available in this build, an error when configured.
-    cross: Option<toml::Value>,
+    /// Cross-tenant tests (`tenant-guard cross`), run after the other steps.
+    cross: Option<CrossTable>,
+}
+
+/// `[ci] cross`: the options of `tenant-guard cross`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrossTable {
+    tenants: Vec<String>,
+    /// The build command and its arguments; `{tenant}` is replaced.
+    command: Vec<String>,
+    #[serde(default)]
+    artifacts: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    parallel: bool,
+    /// `ENV=NAME` entries, as `--inject`.
+    #[serde(default)]
+    inject: Vec<String>,
+    /// An existing Secret MCP server; the operator token comes from
+    /// TENANT_GUARD_OPERATOR_TOKEN.
+    #[serde(default)]
+    vault: Option<String>,
+}
+
+impl CrossTable {
+    fn plan(&self, config: Option<&Path>, fail_on: Severity) -> anyhow::Result<Plan> {
+        let mut plan = Plan::new(self.tenants.clone(), &self.inject, self.command.clone())
+            .context("[ci] cross")?;
+        plan.artifacts = self.artifacts.clone();
+        if let Some(t) = &self.timeout {
+            plan.timeout = parse_duration(t).map_err(|e| anyhow::anyhow!("[ci] cross: {e}"))?;
+        }
+        plan.parallel = self.parallel;
+        plan.vault = self.vault.clone();
+        plan.operator_token = std::env::var("TENANT_GUARD_OPERATOR_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        plan.config = config.map(Path::to_path_buf);
+        plan.fail_on = fail_on;
+        Ok(plan)
+    }
 }
 
 impl CiTable {
@@ -138,6 +184,7 @@ enum Detail {
         exceptions: usize,
         problems: Vec<RegisterProblem>,
     },
+    Cross(Box<CrossReport>),
 }
 
 #[derive(Debug)]
@@ -166,12 +213,11 @@ pub(crate) fn run(args: CiArgs) -> anyhow::Result<Outcome> {
         Some(path) => CiTable::load(path)?,
         None => CiTable::default(),
     };
-    if ci.cross.is_some() {
-        bail!(
-            "[ci] cross is configured, but cross-tenant tests are not available in this build \
-             of tenant-guard: remove the `cross` table to run the other steps"
-        );
-    }
+    let threshold = Severity::from(args.fail_on);
+    let cross_plan = match &ci.cross {
+        Some(table) => Some(table.plan(config.as_deref(), threshold)?),
+        None => None,
+    };
     let artifacts = if args.artifacts.is_empty() {
         ci.artifacts
     } else {
@@ -185,7 +231,10 @@ pub(crate) fn run(args: CiArgs) -> anyhow::Result<Outcome> {
         .exceptions
         .clone()
         .or_else(|| Some(register.clone()).filter(|p| p.is_file()));
-    let threshold = Severity::from(args.fail_on);
+    let check = match &scan_exceptions {
+        Some(path) => scan_check(path)?,
+        None => ExceptionCheck::accept_all(),
+    };
     let skipped = |s: Step| args.skip.contains(&s);
     let skip_note = || Verdict::Skipped("skipped with --skip".into());
 
@@ -210,13 +259,13 @@ pub(crate) fn run(args: CiArgs) -> anyhow::Result<Outcome> {
             paths: paths.clone(),
             artifacts: artifacts_walk,
             config: config.clone(),
-            exceptions: scan_exceptions.clone(),
+            exceptions: None,
             threads: 0,
             max_archive_depth: 8,
             max_expanded_bytes: 1 << 30,
             max_expansion_ratio: 100,
         };
-        steps.push(match scan(&input, false) {
+        steps.push(match scan_with(&input, false, check.clone()) {
             Ok((mut report, set, _)) => {
                 rebase(&mut report, paths);
                 rules.get_or_insert(set);
@@ -267,6 +316,26 @@ pub(crate) fn run(args: CiArgs) -> anyhow::Result<Outcome> {
         }
     });
 
+    // Cross-tenant tests: only when configured.
+    if let Some(plan) = &cross_plan {
+        steps.push(if skipped(Step::Cross) {
+            StepResult::bare(Step::Cross, skip_note())
+        } else {
+            match crate::cross_cmd::execute(plan) {
+                Ok(report) => StepResult {
+                    step: Step::Cross,
+                    verdict: match report.verdict() {
+                        CrossVerdict::Passed => Verdict::Passed,
+                        CrossVerdict::Failed => Verdict::Failed,
+                        CrossVerdict::Error(e) => Verdict::Error(e),
+                    },
+                    detail: Detail::Cross(Box::new(report)),
+                },
+                Err(e) => StepResult::bare(Step::Cross, Verdict::Error(format!("{e:#}"))),
+            }
+        });
+    }
+
     let rules = match rules {
         Some(r) => r,
         None => Arc::new(rule_set(&load_config(config.as_deref(), &[])?.0)?),
@@ -278,6 +347,12 @@ pub(crate) fn run(args: CiArgs) -> anyhow::Result<Outcome> {
         )),
         None => Box::new(std::io::stdout().lock()),
     };
+    if args.output.is_some() {
+        // The report goes to a file (SARIF for code scanning, JUnit for the
+        // merge request): the job's log still says what failed and where.
+        let mut err = std::io::stderr().lock();
+        human(&mut err, &steps, &rules, threshold).context("cannot write to standard error")?;
+    }
     match args.format {
         FormatArg::Human => human(&mut out, &steps, &rules, threshold),
         FormatArg::Json => json_report(&mut out, &steps, &rules),
@@ -293,11 +368,36 @@ pub(crate) fn run(args: CiArgs) -> anyhow::Result<Outcome> {
     }) {
         bail!("ci step {} could not run: {}", e.0.name(), e.1);
     }
-    Ok(if steps.iter().any(|s| matches!(s.verdict, Verdict::Failed)) {
-        Outcome::Failed
-    } else {
-        Outcome::Clean
-    })
+    Ok(
+        if steps.iter().any(|s| matches!(s.verdict, Verdict::Failed)) {
+            Outcome::Failed
+        } else {
+            Outcome::Clean
+        },
+    )
+}
+
+/// The exception check of both scans: against the register at `path`. A
+/// register that does not parse is the adr step's failure, not an error:
+/// every suppression is then refused (nothing is suppressed on the word of a
+/// register that cannot be read), and each finding says why.
+fn scan_check(path: &Path) -> anyhow::Result<ExceptionCheck> {
+    match Register::load(path) {
+        Ok(register) => {
+            let today = IsoDate::today_utc();
+            Ok(ExceptionCheck::new(move |id| register.validity(id, today)))
+        }
+        Err(tenant_guard_scan::Error::Register { .. }) => {
+            let file = path.display().to_string();
+            Ok(ExceptionCheck::new(move |id| {
+                Validity::Invalid(format!(
+                    "exception {id} cannot be checked: the exceptions register {file} does not \
+                     parse (see the adr step): the finding is not suppressed"
+                ))
+            }))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Runs `git check` on the repository of the current directory, if it is one.
@@ -376,6 +476,7 @@ fn summary(s: &StepResult, threshold: Severity) -> String {
             plural(*exceptions, "exception"),
             plural(problems.len(), "problem")
         ),
+        (Detail::Cross(r), _) => r.summary(),
         (Detail::None, _) => String::new(),
     }
 }
@@ -407,9 +508,23 @@ fn human(
                     writeln!(out, "    {}: {}", v.rule, v.message)?;
                 }
             }
+            Detail::Cross(r) => {
+                let mut buf = Vec::new();
+                r.human(&mut buf, false)?;
+                for line in String::from_utf8_lossy(&buf).lines() {
+                    writeln!(out, "    {line}")?;
+                }
+            }
             Detail::Adr { file, problems, .. } => {
                 for p in problems {
-                    writeln!(out, "    {}:{}: {}: {}", file.display(), p.line, p.id, p.kind)?;
+                    writeln!(
+                        out,
+                        "    {}:{}: {}: {}",
+                        file.display(),
+                        p.line,
+                        p.id,
+                        p.kind
+                    )?;
                 }
             }
             _ => {}
@@ -442,6 +557,7 @@ fn json_report(out: &mut dyn Write, steps: &[StepResult], rules: &RuleSet) -> st
         match &s.detail {
             Detail::Scan(r) => section["report"] = scan_json(r, rules, Format::Json)?,
             Detail::Git(r) => section["report"] = serde_json::to_value(r)?,
+            Detail::Cross(r) => section["report"] = r.json(),
             Detail::Adr {
                 file,
                 exceptions,
@@ -589,12 +705,15 @@ fn cases(s: &StepResult, threshold: Severity) -> Vec<Case> {
                 ));
             }
         }
+        Detail::Cross(r) => cases.extend(r.junit_cases()),
         Detail::None => {}
     }
     match &s.verdict {
-        Verdict::Skipped(note) => {
-            cases.push((step.clone(), step, Some(("skipped", String::new(), note.clone()))))
-        }
+        Verdict::Skipped(note) => cases.push((
+            step.clone(),
+            step,
+            Some(("skipped", String::new(), note.clone())),
+        )),
         Verdict::Error(note) => cases.push((
             step.clone(),
             step,

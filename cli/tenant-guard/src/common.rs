@@ -22,7 +22,8 @@ pub(crate) struct ScanInput {
     /// Scan everything, ignoring .gitignore (build outputs are usually ignored).
     #[arg(long, visible_alias = "no-ignore")]
     pub(crate) artifacts: bool,
-    /// Configuration file (default: tenant-guard.toml at the scan root, if any).
+    /// Configuration file (default: tenant-guard.toml at the scan root, if any;
+    /// the scan root is the first path when it is a directory, else the current directory).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
     /// Exceptions register suppressions are checked against
@@ -43,6 +44,18 @@ pub(crate) struct ScanInput {
     pub(crate) max_expansion_ratio: u64,
 }
 
+/// The directory the implicit configuration and register are looked up in:
+/// the first path when it is a directory, the current directory when it is
+/// a file (a list of files, as a pre-commit hook passes), none without paths.
+fn scan_root(roots: &[PathBuf]) -> Option<PathBuf> {
+    let first = roots.first()?;
+    if first.is_dir() {
+        Some(first.clone())
+    } else {
+        Some(PathBuf::from("."))
+    }
+}
+
 /// Loads the configuration named by `--config`, or the one at the scan root.
 /// Returns it with its path (`None` when there is no configuration).
 pub(crate) fn load_config(
@@ -52,10 +65,7 @@ pub(crate) fn load_config(
     if let Some(path) = explicit {
         return Ok((Config::load(path)?, Some(path.to_path_buf())));
     }
-    let implicit = roots
-        .first()
-        .filter(|r| r.is_dir())
-        .map(|r| r.join(CONFIG_FILE_NAME));
+    let implicit = scan_root(roots).map(|r| r.join(CONFIG_FILE_NAME));
     match implicit {
         Some(path) if path.is_file() => Ok((Config::load(&path)?, Some(path))),
         _ => Ok((Config::default(), None)),
@@ -73,10 +83,7 @@ pub(crate) fn exception_check(
     let path = match explicit {
         Some(path) => path.to_path_buf(),
         None => {
-            let implicit = roots
-                .first()
-                .filter(|r| r.is_dir())
-                .map(|r| r.join(DEFAULT_REGISTER_PATH));
+            let implicit = scan_root(roots).map(|r| r.join(DEFAULT_REGISTER_PATH));
             match implicit {
                 Some(path) if path.is_file() => path,
                 _ => return Ok(ExceptionCheck::accept_all()),
@@ -100,8 +107,18 @@ pub(crate) fn scan(
     input: &ScanInput,
     show_secrets: bool,
 ) -> anyhow::Result<(ScanReport, Arc<RuleSet>, ExceptionCheck)> {
-    let (config, config_path) = load_config(input.config.as_deref(), &input.paths)?;
     let check = exception_check(input.exceptions.as_deref(), &input.paths)?;
+    scan_with(input, show_secrets, check)
+}
+
+/// Scans per `input` like [`scan`], with `check` deciding which exceptions
+/// are in force (`input.exceptions` is not read).
+pub(crate) fn scan_with(
+    input: &ScanInput,
+    show_secrets: bool,
+    check: ExceptionCheck,
+) -> anyhow::Result<(ScanReport, Arc<RuleSet>, ExceptionCheck)> {
+    let (config, config_path) = load_config(input.config.as_deref(), &input.paths)?;
     let rules = Arc::new(rule_set(&config)?);
     let mut walk = WalkOptions::default()
         .artifacts(input.artifacts)

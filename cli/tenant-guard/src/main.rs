@@ -1,4 +1,4 @@
-//! tenant-guard: leak scanning (and, later, cross-tenant checks) for CI.
+//! tenant-guard: leak scanning and cross-tenant checks for CI.
 //!
 //! Exit codes: 0 clean, 1 findings at or above `--fail-on` (or failing
 //! rules for `rules check`), 2 on any error (bad config, path, regex...).
@@ -7,6 +7,7 @@ mod adr_cmd;
 mod baseline_cmd;
 mod ci_cmd;
 mod common;
+mod cross_cmd;
 mod git;
 mod git_cmd;
 mod init_cmd;
@@ -45,6 +46,9 @@ enum Command {
     Git(git_cmd::GitCommand),
     /// Run every CI check in one step: both scans, git check and adr check.
     Ci(ci_cmd::CiArgs),
+    /// Cross-tenant leak tests: run a build per tenant with planted canaries,
+    /// find each tenant's canaries in the others' outputs, probe the vault's isolation.
+    Cross(cross_cmd::CrossArgs),
 }
 
 /// What a command found, mapped to the process exit code.
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Init(args) => init_cmd::run(args),
         Command::Git(cmd) => git_cmd::run(cmd),
         Command::Ci(args) => ci_cmd::run(args),
+        Command::Cross(args) => cross_cmd::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

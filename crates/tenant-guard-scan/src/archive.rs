@@ -145,6 +145,21 @@ pub(crate) fn visit_file(
     }
 }
 
+/// Visits in-memory content shown as `display` (captured output, for
+/// instance): its bytes, or the content of every entry if it is an archive or
+/// a gzip stream, within `limits`.
+pub fn visit_bytes(display: &str, bytes: &[u8], limits: ArchiveLimits, visitor: &mut dyn Visitor) {
+    let mut w = Walker {
+        limits,
+        budget: Rc::new(Cell::new(limits.max_expanded_bytes)),
+        visitor,
+    };
+    let mut reader = bytes;
+    if let Err(e) = w.stream(display, &mut reader, Some(bytes.len() as u64), 0) {
+        w.report(e, display);
+    }
+}
+
 impl Walker<'_> {
     fn file(&mut self, path: &Path, display: &str) -> io::Result<()> {
         let mut file = File::open(path)?;

@@ -32,6 +32,9 @@ struct ConfigFile {
     /// `tenant-guard ci`'s settings: read and validated by the `ci` command.
     #[serde(default, rename = "ci")]
     _ci: Option<serde::de::IgnoredAny>,
+    /// `tenant-guard cross`'s policy: read and validated by the `cross` command.
+    #[serde(default, rename = "cross")]
+    _cross: Option<serde::de::IgnoredAny>,
 }
 
 /// Changes to one existing rule; every field but `id` is optional.

@@ -44,6 +44,7 @@
 
 mod archive;
 mod baseline;
+mod canary;
 mod check;
 mod checksum;
 mod config;
@@ -58,8 +59,12 @@ mod suppress;
 mod walk;
 
 pub use crate::{
-    archive::{ArchiveLimits, RATIO_FLOOR},
+    archive::{ArchiveLimits, RATIO_FLOOR, visit_bytes},
     baseline::{Baseline, BaselineEntry},
+    canary::{
+        Canary, CanaryMatch, CanarySet, CanaryStream, Encoding, MIN_CANARY_LEN, encoded_forms,
+        find_canaries,
+    },
     check::{RuleFailure, check_rules},
     checksum::Checksum,
     config::{CONFIG_FILE_NAME, Config},

@@ -37,6 +37,24 @@ impl Capability {
         Capability::Admin,
     ];
 
+    /// The name used in policies: `read`, `list`, `write`, `delete`,
+    /// `destroy` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Read => "read",
+            Capability::List => "list",
+            Capability::Write => "write",
+            Capability::Delete => "delete",
+            Capability::Destroy => "destroy",
+            Capability::Admin => "admin",
+        }
+    }
+
+    /// Parses a name given by [`Capability::as_str`].
+    pub fn parse(s: &str) -> Option<Capability> {
+        Capability::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     fn bit(self) -> u8 {
         match self {
             Capability::Read => 1,

@@ -113,7 +113,7 @@ pub use crate::path::{
     ListPrefix, MAX_NAME_LEN, MAX_SLUG_LEN, PathError, SecretName, SecretPath, Slug,
 };
 pub use crate::secret::Secret;
-pub use crate::session::{IssuedToken, Session, TokenInfo, TokenSpec};
+pub use crate::session::{Change, IssuedToken, Session, TokenInfo, TokenSpec, Watch};
 pub use crate::store::sqlite::SqliteStore;
 pub use crate::store::{
     AuditEntry, AuditRecord, Changed, DataKeyRecord, FoundVersion, LimitChange, Limits, Lookup,

@@ -63,6 +63,39 @@ pub struct TokenInfo {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// A watch of the secrets under a prefix ([`Session::watch`]).
+#[derive(Debug, Clone)]
+pub struct Watch {
+    prefix: ListPrefix,
+    /// Last audit record seen.
+    cursor: u64,
+    /// The store's change marker when everything up to it was read.
+    marker: Option<u64>,
+}
+
+impl Watch {
+    /// The prefix watched.
+    pub fn prefix(&self) -> &ListPrefix {
+        &self.prefix
+    }
+}
+
+/// A change to a secret, as [`Session::watch_poll`] reports it: never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Position of the change in the audit trail (increasing).
+    pub seq: u64,
+    /// When it happened.
+    pub time: Timestamp,
+    /// `put`, `delete`, `undelete`, `destroy`, `update-metadata`, or
+    /// `delete-scope` (the whole tenant is gone).
+    pub operation: String,
+    /// The secret; `None` for `delete-scope`.
+    pub path: Option<SecretPath>,
+    /// The version written or concerned, when there is one.
+    pub version: Option<u64>,
+}
+
 /// Whether a request changes stored state (which decides how it is audited).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {
@@ -227,6 +260,32 @@ impl<'v> Session<'v> {
         }
     }
 
+    /// May this principal list under `prefix` at all? A policy may grant
+    /// listing on some names only (results are then filtered); a policy with
+    /// no listing at all is refused.
+    fn may_list(&self, prefix: &ListPrefix) -> Result<()> {
+        match &self.principal {
+            Principal::Tenant { slug, .. } if slug != prefix.slug() => Err(Error::CrossTenant {
+                own: slug.to_string(),
+                other: prefix.slug().to_string(),
+            }),
+            Principal::Tenant { policy, .. } => {
+                if policy
+                    .rules
+                    .iter()
+                    .any(|r| r.capabilities.contains(&Capability::List))
+                {
+                    Ok(())
+                } else {
+                    Err(Error::PermissionDenied(
+                        "the token's policy allows no listing".into(),
+                    ))
+                }
+            }
+            _ => self.may(prefix.slug(), prefix.name_prefix(), Capability::List),
+        }
+    }
+
     /// Operators and root manage tenants; a tenant token with `admin`
     /// everywhere manages its own tenant.
     fn may_manage(&self, slug: Option<&Slug>) -> Result<()> {
@@ -244,6 +303,18 @@ impl<'v> Session<'v> {
             _ => Err(Error::PermissionDenied(
                 "this needs an operator token or tenant admin rights".into(),
             )),
+        }
+    }
+
+    /// Operators only; a tenant token aiming at another tenant is refused
+    /// (and audited) as a cross-tenant attempt.
+    fn may_operate_on(&self, slug: &Slug) -> Result<()> {
+        match &self.principal {
+            Principal::Tenant { slug: own, .. } if own != slug => Err(Error::CrossTenant {
+                own: own.to_string(),
+                other: slug.to_string(),
+            }),
+            _ => self.may_operate(),
         }
     }
 
@@ -363,28 +434,7 @@ impl<'v> Session<'v> {
     /// Lists the names under `prefix` the principal may list.
     pub fn list(&self, prefix: &ListPrefix, after: Option<&str>, limit: usize) -> Result<ListPage> {
         let (t, p) = (prefix.slug().as_str(), prefix.to_string());
-        self.admit("list", t, &p, || match &self.principal {
-            Principal::Tenant { slug, .. } if slug != prefix.slug() => Err(Error::CrossTenant {
-                own: slug.to_string(),
-                other: prefix.slug().to_string(),
-            }),
-            // A policy may grant listing on some names only: the page is
-            // filtered below; a policy with no listing at all is refused.
-            Principal::Tenant { policy, .. } => {
-                if policy
-                    .rules
-                    .iter()
-                    .any(|r| r.capabilities.contains(&Capability::List))
-                {
-                    Ok(())
-                } else {
-                    Err(Error::PermissionDenied(
-                        "the token's policy allows no listing".into(),
-                    ))
-                }
-            }
-            _ => self.may(prefix.slug(), prefix.name_prefix(), Capability::List),
-        })?;
+        self.admit("list", t, &p, || self.may_list(prefix))?;
         self.read("list", t, p, || {
             let mut page = self.vault.list(prefix, after, limit)?;
             if let Principal::Tenant { policy, .. } = &self.principal {
@@ -393,6 +443,80 @@ impl<'v> Session<'v> {
             }
             Ok(page)
         })
+    }
+
+    /// Starts watching the secrets under `prefix` for changes (needs
+    /// listing, as [`Session::list`]). The watch begins at the current end of
+    /// the audit trail: [`Session::watch_poll`] then returns what changes
+    /// after this call, made by this process or any other sharing the store.
+    pub fn watch(&self, prefix: &ListPrefix) -> Result<Watch> {
+        let (t, p) = (prefix.slug().as_str(), prefix.to_string());
+        self.admit("watch", t, &p, || self.may_list(prefix))?;
+        self.read("watch", t, p, || {
+            Ok(Watch {
+                prefix: prefix.clone(),
+                cursor: self.vault.store().last_audit_seq()?,
+                marker: None,
+            })
+        })
+    }
+
+    /// The changes under the watched prefix since the last poll, oldest
+    /// first, at most `limit`; empty when nothing changed. Cheap when the
+    /// store has not changed since the last poll. Changes to names the
+    /// principal may neither list nor read are left out. Polls are not
+    /// audited (the watch itself was); the principal should be the one that
+    /// started the watch, re-authenticated, so a revoked token stops seeing
+    /// changes.
+    pub fn watch_poll(&self, watch: &mut Watch, limit: usize) -> Result<Vec<Change>> {
+        self.may_list(&watch.prefix)?;
+        let marker = self.vault.store().change_marker()?;
+        if watch.marker == Some(marker) {
+            return Ok(Vec::new());
+        }
+        let slug = watch.prefix.slug().clone();
+        let mut out = Vec::new();
+        loop {
+            let page =
+                self.vault
+                    .store()
+                    .audit_changes(slug.as_str(), watch.cursor, limit.max(1))?;
+            let full = page.len() >= limit.max(1);
+            for r in page {
+                watch.cursor = r.seq;
+                let path = if r.entry.operation == "delete-scope" {
+                    None
+                } else {
+                    match SecretPath::parse(&r.entry.path) {
+                        Ok(p) if p.name().as_str().starts_with(watch.prefix.name_prefix()) => {
+                            let name = p.name().as_str();
+                            if self.may(&slug, name, Capability::List).is_err()
+                                && self.may(&slug, name, Capability::Read).is_err()
+                            {
+                                continue;
+                            }
+                            Some(p)
+                        }
+                        _ => continue,
+                    }
+                };
+                out.push(Change {
+                    seq: r.seq,
+                    time: r.entry.time,
+                    operation: r.entry.operation,
+                    path,
+                    version: r.entry.version,
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        watch.marker = Some(marker);
+        Ok(out)
     }
 
     fn versions_op(
@@ -471,7 +595,9 @@ impl<'v> Session<'v> {
 
     /// Deletes a tenant, crypto-shredding it (operators).
     pub fn delete_scope(&self, slug: &Slug) -> Result<()> {
-        self.admit("delete-scope", slug.as_str(), "", || self.may_operate())?;
+        self.admit("delete-scope", slug.as_str(), "", || {
+            self.may_operate_on(slug)
+        })?;
         self.mutate("delete-scope", slug.as_str(), String::new(), || {
             self.vault.delete_scope(slug)
         })
@@ -526,7 +652,9 @@ impl<'v> Session<'v> {
 
     /// Changes a tenant's plan or limits (operators).
     pub fn set_limits(&self, slug: &Slug, change: &LimitChange) -> Result<()> {
-        self.admit("set-limits", slug.as_str(), "", || self.may_operate())?;
+        self.admit("set-limits", slug.as_str(), "", || {
+            self.may_operate_on(slug)
+        })?;
         self.mutate("set-limits", slug.as_str(), String::new(), || {
             self.vault.set_limits(slug, change)
         })

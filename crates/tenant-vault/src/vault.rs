@@ -968,6 +968,10 @@ impl Vault {
 
     // ----- principals, tokens, limits, audit --------------------------
 
+    pub(crate) fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
     pub(crate) fn auditor(&self) -> &Auditor {
         &self.auditor
     }

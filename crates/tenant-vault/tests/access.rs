@@ -678,3 +678,90 @@ fn a_session_never_touches_another_tenants_rows() {
     ));
     assert!(matches!(s.get(&path("tenant/acme/a")), Err(Error::Sealed)));
 }
+
+#[test]
+fn watch_sees_changes_of_its_tenant_and_prefix_only_from_any_process() {
+    let tv = setup(&["acme", "globex"]);
+    // A second process on the same database file.
+    let other = Vault::open(
+        SqliteStore::open(tv.db_path()).unwrap(),
+        &Unlock::KeyFile(tv.key_file()),
+        options(),
+    )
+    .unwrap();
+    let root = tv.vault.root_session();
+    let token = tenant_token(
+        &tv,
+        "acme",
+        Policy {
+            rules: vec![Rule {
+                path: "db/**".into(),
+                capabilities: vec![Capability::List, Capability::Read],
+            }],
+        },
+    );
+    let principal = tv.vault.authenticate(&token).unwrap();
+    let s = tv.vault.session(principal.clone());
+    let mut w = s
+        .watch(&ListPrefix::parse("tenant/acme/").unwrap())
+        .unwrap();
+    assert!(s.watch_poll(&mut w, 100).unwrap().is_empty());
+
+    let put = |v: &Vault, p: &str| {
+        v.root_session()
+            .put(&path(p), &Secret::from("v"), None)
+            .unwrap()
+    };
+    put(&tv.vault, "tenant/acme/db/password"); // seen
+    put(&other, "tenant/acme/db/user"); // seen: another process
+    put(&tv.vault, "tenant/globex/db/password"); // another tenant
+    put(&tv.vault, "tenant/acme/x/y"); // outside the token's policy
+    root.delete(&path("tenant/acme/db/password"), &[]).unwrap();
+    let changes = s.watch_poll(&mut w, 100).unwrap();
+    let seen: Vec<(String, String, Option<u64>)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c.operation.clone(),
+                c.path.as_ref().unwrap().to_string(),
+                c.version,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("put".into(), "tenant/acme/db/password".into(), Some(2)),
+            ("put".into(), "tenant/acme/db/user".into(), Some(2)),
+            ("delete".into(), "tenant/acme/db/password".into(), Some(2)),
+        ]
+    );
+    assert!(changes.windows(2).all(|p| p[0].seq < p[1].seq));
+    assert!(s.watch_poll(&mut w, 100).unwrap().is_empty());
+    // A narrower prefix, and a limit smaller than the backlog.
+    let mut narrow = s
+        .watch(&ListPrefix::parse("tenant/acme/db/u").unwrap())
+        .unwrap();
+    put(&tv.vault, "tenant/acme/db/password");
+    put(&tv.vault, "tenant/acme/db/user");
+    put(&tv.vault, "tenant/acme/db/user");
+    let first = s.watch_poll(&mut narrow, 1).unwrap();
+    let rest = s.watch_poll(&mut narrow, 100).unwrap();
+    assert_eq!((first.len(), rest.len()), (1, 1));
+    assert_eq!(first[0].version, Some(3));
+    assert_eq!(rest[0].version, Some(4));
+    // Another tenant's prefix is refused and audited as cross-tenant.
+    let before = denials_in_audit(&tv);
+    let e = s
+        .watch(&ListPrefix::parse("tenant/globex/").unwrap())
+        .unwrap_err();
+    assert!(matches!(e, Error::CrossTenant { .. }), "{e:?}");
+    assert_eq!(denials_in_audit(&tv), before + 1);
+    // A revoked token stops seeing changes.
+    let id = match &principal {
+        Principal::Tenant { token_id, .. } => token_id.clone(),
+        _ => unreachable!(),
+    };
+    root.revoke_token(&id).unwrap();
+    assert!(tv.vault.authenticate(&token).is_err());
+}

@@ -61,6 +61,20 @@ impl Dir {
             .unwrap()
     }
 
+    /// Runs `tenant-guard ARGS` in this directory with extra environment variables.
+    #[allow(dead_code)]
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tenant-guard"));
+        c.args(args)
+            .current_dir(self.path())
+            .env_remove("NO_COLOR")
+            .env("CI", "true");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
     /// Runs `tenant-guard scan --format json ARGS` and parses its report.
     pub(crate) fn scan_json(&self, args: &[&str]) -> (i32, serde_json::Value) {
         let mut all = vec!["scan", "--format", "json"];

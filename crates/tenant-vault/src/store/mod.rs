@@ -574,6 +574,13 @@ pub trait Store: Send + Sync {
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>>;
     /// Audit records with `seq > after`, in order, at most `limit`.
     fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// The sequence number of the last audit record (0 when there is none).
+    fn last_audit_seq(&self) -> Result<u64>;
+    /// One tenant's successful secret changes (operations `put`, `delete`,
+    /// `undelete`, `destroy`, `update-metadata`, `delete-scope`) with
+    /// `seq > after`, in order, at most `limit`; other tenants' records are
+    /// not read.
+    fn audit_changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>>;
 
     /// Re-seals, in one transaction, every stored version of the scope whose
     /// key version differs from `key_version`; returns how many were resealed.

@@ -1284,23 +1284,36 @@ impl Store for SqliteStore {
         .and_then(|mut s| {
             s.query_map(
                 params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
-                |r| {
-                    Ok(AuditRecord {
-                        seq: r.get(0)?,
-                        entry: AuditEntry {
-                            time: Timestamp(r.get(1)?),
-                            request_id: r.get(2)?,
-                            principal: r.get(3)?,
-                            tenant: r.get(4)?,
-                            operation: r.get(5)?,
-                            path: r.get(6)?,
-                            version: r.get(7)?,
-                            outcome: r.get(8)?,
-                        },
-                        prev_hash: r.get(9)?,
-                        hash: r.get(10)?,
-                    })
-                },
+                audit_row,
+            )?
+            .collect()
+        })
+        .map_err(db("reading the audit trail"))
+    }
+
+    fn last_audit_seq(&self) -> Result<u64> {
+        self.reader()
+            .query_row("SELECT coalesce(max(seq), 0) FROM audit_log", [], |r| {
+                r.get(0)
+            })
+            .map_err(db("reading the audit trail"))
+    }
+
+    fn audit_changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let conn = self.reader();
+        conn.prepare_cached(
+            "SELECT seq, time, request_id, principal, tenant, operation, path, version, outcome,
+                    prev_hash, hash
+             FROM audit_log
+             WHERE seq > ?1 AND tenant = ?2 AND outcome = 'ok'
+               AND operation IN ('put', 'delete', 'undelete', 'destroy', 'update-metadata',
+                                 'delete-scope')
+             ORDER BY seq LIMIT ?3",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![after, tenant, i64::try_from(limit).unwrap_or(i64::MAX)],
+                audit_row,
             )?
             .collect()
         })
@@ -1406,6 +1419,26 @@ fn insert_data_key(tx: &Connection, k: &DataKeyRecord) -> rusqlite::Result<usize
             k.created_at.0
         ],
     )
+}
+
+/// An `audit_log` row selected as `seq, time, request_id, principal, tenant,
+/// operation, path, version, outcome, prev_hash, hash`.
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        entry: AuditEntry {
+            time: Timestamp(r.get(1)?),
+            request_id: r.get(2)?,
+            principal: r.get(3)?,
+            tenant: r.get(4)?,
+            operation: r.get(5)?,
+            path: r.get(6)?,
+            version: r.get(7)?,
+            outcome: r.get(8)?,
+        },
+        prev_hash: r.get(9)?,
+        hash: r.get(10)?,
+    })
 }
 
 #[cfg(test)]

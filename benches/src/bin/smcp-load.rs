@@ -1,0 +1,950 @@
+//! `smcp-load`: a load generator for the Secret MCP gRPC server.
+//!
+//! For each concurrency level it runs, in the same process and run:
+//! `System.Ping` (authenticates, does nothing: the baseline), `Secrets.Get` of
+//! a random 256-byte secret, and `Secrets.Put` of a random 256-byte value.
+//! Every call's latency is recorded (microseconds); the table gives calls,
+//! throughput, p50, p99 and max, and Get's throughput as a share of Ping's.
+//!
+//! By default it starts its own server in-process on `127.0.0.1:0`, over a
+//! temporary key-file vault (in `/dev/shm` when it exists) holding tenant
+//! `bench` with 1,000 secrets and a tenant token whose rate limit is raised
+//! so that the limiter never throttles. The server then shares the machine's
+//! cores with the generator. For a fairer split, run the server in its own
+//! process (`--serve 127.0.0.1:7700`, which prints the address and a token)
+//! and point the generator at it (`--addr ... --token ...`), optionally
+//! pinning each to its own core with `taskset`.
+//!
+//! ```text
+//! cargo run --release -p tenant-vault-benches --bin smcp-load -- \
+//!     [--addr ADDR --token T] [--duration 5s] [--warmup 1s] \
+//!     [--concurrency 1,16,64] [--connections N] [--ops ping,get,put] \
+//!     [--secrets 1000] [--tenant bench] [--json FILE] [--parts]
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore};
+use secret_mcp_grpc::pb::{self, secrets_client::SecretsClient, system_client::SystemClient};
+use secret_mcp_grpc::{Server, ServerOptions};
+use tenant_vault::{
+    LimitChange, Role, ScopeKind, Secret, SecretPath, Slug, SqliteStore, TokenSpec, Unlock, Vault,
+    VaultOptions, create_key_file,
+};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+const VALUE_LEN: usize = 256;
+
+const USAGE: &str = "\
+smcp-load: Secret MCP gRPC load generator
+
+USAGE:
+  smcp-load [OPTIONS]
+
+OPTIONS:
+  --addr ADDR          an existing server (host:port or http://host:port);
+                       default: start one in-process on 127.0.0.1:0
+  --token T            its tenant token (with --addr)
+  --tenant SLUG        the tenant the secrets live in [default: bench]
+  --secrets N          secrets to read and write [default: 1000]
+  --duration D         measured time per op and level, e.g. 5s, 500ms [default: 5s]
+  --warmup D           unmeasured time before each measurement [default: 1s]
+  --concurrency LIST   concurrent callers per level [default: 1,16,64]
+  --connections N      HTTP/2 connections shared round-robin by the callers
+                       (capped at the concurrency) [default: 8]
+  --ops LIST           operations, in order per level [default: ping,get,put]
+  --json FILE          also write the results as JSON to FILE (`-`: stdout)
+  --parts              also time the parts of a Get in-process (no gRPC)
+  --serve ADDR         only run a server on ADDR over a fresh bench vault,
+                       print its address and token, run until Ctrl-C
+  -h, --help           this text
+";
+
+/// Command-line options.
+#[derive(Debug, Clone, PartialEq)]
+struct Args {
+    addr: Option<String>,
+    token: Option<String>,
+    tenant: String,
+    secrets: usize,
+    duration: Duration,
+    warmup: Duration,
+    concurrency: Vec<usize>,
+    connections: usize,
+    ops: Vec<Op>,
+    json: Option<String>,
+    parts: bool,
+    serve: Option<String>,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            addr: None,
+            token: None,
+            tenant: "bench".into(),
+            secrets: 1000,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            concurrency: vec![1, 16, 64],
+            connections: 8,
+            ops: vec![Op::Ping, Op::Get, Op::Put],
+            json: None,
+            parts: false,
+            serve: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Ping,
+    Get,
+    Put,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Ping => "Ping",
+            Op::Get => "Get",
+            Op::Put => "Put",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Op, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ping" => Ok(Op::Ping),
+            "get" => Ok(Op::Get),
+            "put" => Ok(Op::Put),
+            other => Err(format!("unknown op `{other}` (ping, get, put)")),
+        }
+    }
+}
+
+/// `5s`, `500ms`, `2m`, `1.5s`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration `{s}` (e.g. 5s, 500ms)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("bad duration unit in `{s}` (ms, s, m)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("bad duration `{s}`"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_list<T>(s: &str, f: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    let v = s
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(f)
+        .collect::<Result<Vec<_>, _>>()?;
+    if v.is_empty() {
+        return Err(format!("empty list `{s}`"));
+    }
+    Ok(v)
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive number, got `{s}`")),
+    }
+}
+
+/// Parses the arguments after the program name. `Ok(None)`: `--help`.
+fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
+    let mut a = Args::default();
+    let mut it = argv.iter();
+    while let Some(flag) = it.next() {
+        let (flag, inline) = match flag.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (flag.as_str(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--addr" => a.addr = Some(value()?),
+            "--token" => a.token = Some(value()?),
+            "--tenant" => a.tenant = value()?,
+            "--secrets" => a.secrets = parse_count(&value()?)?,
+            "--duration" => a.duration = parse_duration(&value()?)?,
+            "--warmup" => a.warmup = parse_duration(&value()?)?,
+            "--concurrency" => a.concurrency = parse_list(&value()?, parse_count)?,
+            "--connections" => a.connections = parse_count(&value()?)?,
+            "--ops" => a.ops = parse_list(&value()?, Op::parse)?,
+            "--json" => a.json = Some(value()?),
+            "--parts" => a.parts = true,
+            "--serve" => a.serve = Some(value()?),
+            other => return Err(format!("unknown argument `{other}` (see --help)")),
+        }
+    }
+    if a.addr.is_some() != a.token.is_some() {
+        return Err("--addr and --token go together".into());
+    }
+    if a.serve.is_some() && a.addr.is_some() {
+        return Err("--serve runs a server; --addr points at one: pick one".into());
+    }
+    if a.duration.is_zero() {
+        return Err("--duration must be positive".into());
+    }
+    Ok(Some(a))
+}
+
+/// The `p`-th percentile (0 < p ≤ 100) of sorted values, nearest rank.
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The results of one op at one concurrency level.
+#[derive(Debug, Clone)]
+struct Measured {
+    op: Op,
+    concurrency: usize,
+    connections: usize,
+    calls: u64,
+    errors: u64,
+    secs: f64,
+    p50_us: u32,
+    p99_us: u32,
+    max_us: u32,
+}
+
+impl Measured {
+    fn throughput(&self) -> f64 {
+        self.calls as f64 / self.secs
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "op": self.op.name(),
+            "concurrency": self.concurrency,
+            "connections": self.connections,
+            "calls": self.calls,
+            "errors": self.errors,
+            "seconds": self.secs,
+            "throughput_per_sec": self.throughput(),
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+            "max_us": self.max_us,
+        })
+    }
+}
+
+/// The bench vault: tenant `slug`, `n` secrets of 256 random bytes, a `user`
+/// token whose limits are raised out of the way.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    vault: Arc<Vault>,
+    token: String,
+}
+
+fn bench_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+}
+
+fn secret_path(tenant: &str, i: usize) -> String {
+    format!("tenant/{tenant}/load/secret-{i:04}")
+}
+
+fn fixture(tenant: &str, n: usize) -> Result<Fixture, Box<dyn std::error::Error>> {
+    let dir = bench_dir()?;
+    let key = dir.path().join("vault.key");
+    create_key_file(&key)?;
+    let vault = Arc::new(Vault::init(
+        SqliteStore::open(dir.path().join("vault.db"))?,
+        &Unlock::KeyFile(key),
+        VaultOptions::default(),
+    )?);
+    let slug = Slug::parse(tenant)?;
+    let root = vault.root_session();
+    root.create_scope(&slug, ScopeKind::Enterprise)?;
+    root.set_limits(
+        &slug,
+        &LimitChange {
+            rate_per_sec: Some(1e9),
+            max_secrets: Some(1 << 40),
+            max_bytes: Some(1 << 50),
+            ..Default::default()
+        },
+    )?;
+    let mut rng = rand::thread_rng();
+    let mut value = vec![0u8; VALUE_LEN];
+    for i in 0..n {
+        rng.fill_bytes(&mut value);
+        let p = SecretPath::parse(&secret_path(tenant, i))?;
+        root.put(&p, &Secret::new(value.clone()), None)?;
+    }
+    let issued = root.issue_token(&TokenSpec {
+        tenant: Some(slug),
+        role: Some(Role::User),
+        description: "smcp-load".into(),
+        ..Default::default()
+    })?;
+    let token = String::from_utf8(issued.token.expose().to_vec())?;
+    vault.flush_audit()?;
+    Ok(Fixture {
+        _dir: dir,
+        vault,
+        token,
+    })
+}
+
+/// A server started by [`start_server`]: its address, the sender that stops
+/// it, and its thread.
+type RunningServer = (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+);
+
+/// Runs `server` on its own runtime thread pool, so that the generator's
+/// tasks and the server's are scheduled separately (they still share the
+/// machine's cores). Returns the address and a sender that stops it.
+fn start_server(
+    vault: Arc<Vault>,
+    bind: &str,
+) -> Result<RunningServer, Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("smcp-server")
+        .build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(bind))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        let server = Server::new(vault, ServerOptions::default());
+        let r = rt.block_on(server.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        if let Err(e) = r {
+            eprintln!("smcp-load: server: {e}");
+        }
+    });
+    Ok((addr, tx, handle))
+}
+
+struct Target {
+    channels: Vec<Channel>,
+    auth: MetadataValue<Ascii>,
+    tenant: String,
+    secrets: usize,
+}
+
+async fn connect(addr: &str, n: usize) -> Result<Vec<Channel>, Box<dyn std::error::Error>> {
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        // One `connect()` per channel: a separate TCP connection each.
+        v.push(
+            Endpoint::from_shared(url.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    Ok(v)
+}
+
+fn req<T>(msg: T, auth: &MetadataValue<Ascii>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", auth.clone());
+    r
+}
+
+/// One call of `op`; `Err` on any failure status.
+async fn call(
+    op: Op,
+    secrets: &mut SecretsClient<Channel>,
+    system: &mut SystemClient<Channel>,
+    t: &Target,
+    rng: &mut rand::rngs::StdRng,
+    value: &mut [u8],
+) -> Result<(), tonic::Status> {
+    match op {
+        Op::Ping => {
+            system.ping(req(pb::PingRequest {}, &t.auth)).await?;
+        }
+        Op::Get => {
+            let i = rng.gen_range(0..t.secrets);
+            let r = secrets
+                .get(req(
+                    pb::GetRequest {
+                        path: secret_path(&t.tenant, i),
+                        version: None,
+                    },
+                    &t.auth,
+                ))
+                .await?;
+            if r.get_ref().value.len() != VALUE_LEN {
+                return Err(tonic::Status::data_loss("a value of the wrong size"));
+            }
+        }
+        Op::Put => {
+            let i = rng.gen_range(0..t.secrets);
+            rng.fill_bytes(value);
+            secrets
+                .put(req(
+                    pb::PutRequest {
+                        path: secret_path(&t.tenant, i),
+                        value: value.to_vec(),
+                        cas: None,
+                    },
+                    &t.auth,
+                ))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `op` with `concurrency` callers for `warmup` (unmeasured), then for
+/// `duration`, recording every call that starts inside the measured window.
+async fn measure(
+    t: &Arc<Target>,
+    op: Op,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Measured {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let connections = t.channels.len().min(concurrency);
+    let mut tasks = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        let t = t.clone();
+        let channel = t.channels[w % connections].clone();
+        tasks.push(tokio::spawn(async move {
+            use rand::SeedableRng;
+            let mut secrets = SecretsClient::new(channel.clone());
+            let mut system = SystemClient::new(channel);
+            let mut rng = rand::rngs::StdRng::from_entropy();
+            let mut value = vec![0u8; VALUE_LEN];
+            let mut lat: Vec<u32> = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let mut last_error = None;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let r = call(op, &mut secrets, &mut system, &t, &mut rng, &mut value).await;
+                if t0 >= measure_from {
+                    match r {
+                        Ok(()) => lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                        Err(e) => {
+                            errors += 1;
+                            last_error = Some(e);
+                        }
+                    }
+                }
+            }
+            (lat, errors, last_error)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut last_error = None;
+    for task in tasks {
+        let (lat, e, le) = task.await.expect("a load task panicked");
+        all.extend_from_slice(&lat);
+        errors += e;
+        if le.is_some() {
+            last_error = le;
+        }
+    }
+    if let Some(e) = last_error {
+        eprintln!(
+            "smcp-load: {} at concurrency {concurrency}: {errors} errors, last: {:?} {}",
+            op.name(),
+            e.code(),
+            e.message()
+        );
+    }
+    // Calls that started in the window and finished after it still count:
+    // divide by the time up to the last completion.
+    let secs = Instant::now().duration_since(measure_from).as_secs_f64();
+    all.sort_unstable();
+    Measured {
+        op,
+        concurrency,
+        connections,
+        calls: all.len() as u64,
+        errors,
+        secs,
+        p50_us: percentile(&all, 50.0),
+        p99_us: percentile(&all, 99.0),
+        max_us: all.last().copied().unwrap_or(0),
+    }
+}
+
+fn fmt_us(us: u32) -> String {
+    if us >= 10_000 {
+        format!("{:.1} ms", f64::from(us) / 1000.0)
+    } else if us >= 1000 {
+        format!("{:.2} ms", f64::from(us) / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+/// Get's throughput over Ping's, per concurrency level, where both ran.
+fn ratios(results: &[Measured]) -> Vec<(usize, f64)> {
+    let mut out = Vec::new();
+    for g in results.iter().filter(|m| m.op == Op::Get) {
+        if let Some(p) = results
+            .iter()
+            .find(|m| m.op == Op::Ping && m.concurrency == g.concurrency)
+        {
+            out.push((g.concurrency, g.throughput() / p.throughput()));
+        }
+    }
+    out
+}
+
+fn print_table(results: &[Measured]) {
+    println!(
+        "{:<5} {:>5} {:>5} {:>9} {:>12} {:>9} {:>9} {:>9} {:>6}",
+        "op", "conc", "conns", "calls", "calls/s", "p50", "p99", "max", "errors"
+    );
+    for m in results {
+        println!(
+            "{:<5} {:>5} {:>5} {:>9} {:>12.0} {:>9} {:>9} {:>9} {:>6}",
+            m.op.name(),
+            m.concurrency,
+            m.connections,
+            m.calls,
+            m.throughput(),
+            fmt_us(m.p50_us),
+            fmt_us(m.p99_us),
+            fmt_us(m.max_us),
+            m.errors
+        );
+    }
+    for (c, r) in ratios(results) {
+        println!(
+            "Get/Ping throughput at concurrency {c}: {:.0}% (goal ≥ 50%)",
+            r * 100.0
+        );
+    }
+    if let Some(g) = results
+        .iter()
+        .find(|m| m.op == Op::Get && m.concurrency == 64)
+    {
+        println!(
+            "Get p99 at concurrency 64: {} (goal < 2 ms)",
+            fmt_us(g.p99_us)
+        );
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Times the parts of a Get without gRPC, on this process's vault: token
+/// authentication, the session's get (policy, rate, read, decrypt, audit),
+/// and a `spawn_blocking` round trip of an empty closure alone and with 64
+/// of them in flight.
+fn time_parts(
+    vault: &Arc<Vault>,
+    token: &str,
+    tenant: &str,
+    n: usize,
+    rt: &tokio::runtime::Runtime,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    const ITERS: u32 = 50_000;
+    let paths: Vec<SecretPath> = (0..n)
+        .map(|i| SecretPath::parse(&secret_path(tenant, i)))
+        .collect::<Result<_, _>>()?;
+    let mut rng = rand::thread_rng();
+    let t = Instant::now();
+    for _ in 0..ITERS {
+        std::hint::black_box(vault.authenticate(token)?);
+    }
+    let auth_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(ITERS);
+    let principal = vault.authenticate(token)?;
+    let t = Instant::now();
+    for _ in 0..ITERS {
+        let s = vault.session(principal.clone());
+        std::hint::black_box(s.get(&paths[rng.gen_range(0..n)])?);
+    }
+    let get_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(ITERS);
+    let (blocking_us, blocking64_us) = rt.block_on(async {
+        let t = Instant::now();
+        for _ in 0..ITERS {
+            tokio::task::spawn_blocking(|| std::hint::black_box(1))
+                .await
+                .ok();
+        }
+        let one = t.elapsed().as_secs_f64() * 1e6 / f64::from(ITERS);
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                tokio::spawn(async {
+                    for _ in 0..ITERS / 64 {
+                        tokio::task::spawn_blocking(|| std::hint::black_box(1))
+                            .await
+                            .ok();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.ok();
+        }
+        let many = t.elapsed().as_secs_f64() * 1e6 / f64::from(ITERS / 64 * 64);
+        (one, many)
+    });
+    vault.flush_audit()?;
+    println!(
+        "parts of a Get, in-process, no gRPC ({ITERS} calls each): authenticate {auth_us:.2} µs; \
+         session get (policy, rate, read, decrypt, audit) {get_us:.2} µs; \
+         spawn_blocking round trip {blocking_us:.2} µs alone, \
+         {blocking64_us:.2} µs per call with 64 callers (wall time / calls)"
+    );
+    Ok(serde_json::json!({
+        "authenticate_us": auth_us,
+        "session_get_us": get_us,
+        "spawn_blocking_us": blocking_us,
+        "spawn_blocking_64_callers_us_per_call": blocking64_us,
+    }))
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // --serve: a server in this process only, for a generator in another.
+    if let Some(bind) = &args.serve {
+        let fx = fixture(&args.tenant, args.secrets)?;
+        let (addr, stop, handle) = start_server(fx.vault.clone(), bind)?;
+        println!("addr={addr}");
+        println!("token={}", fx.token);
+        println!(
+            "serving tenant `{}` with {} secrets; Ctrl-C stops",
+            args.tenant, args.secrets
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        let _ = stop.send(());
+        let _ = handle.join();
+        return Ok(());
+    }
+
+    let mut fixture_opt = None;
+    let mut server = None;
+    let (addr, token, in_process) = match (&args.addr, &args.token) {
+        (Some(a), Some(t)) => (a.clone(), t.clone(), false),
+        _ => {
+            let t = Instant::now();
+            let fx = fixture(&args.tenant, args.secrets)?;
+            eprintln!(
+                "smcp-load: vault with {} secrets ready in {:.1} s",
+                args.secrets,
+                t.elapsed().as_secs_f64()
+            );
+            let (addr, stop, handle) = start_server(fx.vault.clone(), "127.0.0.1:0")?;
+            let token = fx.token.clone();
+            fixture_opt = Some(fx);
+            server = Some((stop, handle));
+            (addr.to_string(), token, true)
+        }
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("smcp-load")
+        .build()?;
+    let max_conc = args.concurrency.iter().copied().max().unwrap_or(1);
+    let channels = rt.block_on(connect(&addr, args.connections.min(max_conc)))?;
+    let target = Arc::new(Target {
+        channels,
+        auth: format!("Bearer {token}").parse()?,
+        tenant: args.tenant.clone(),
+        secrets: args.secrets,
+    });
+
+    // Against another server, make sure the secrets exist.
+    if !in_process {
+        rt.block_on(seed(&target))?;
+    }
+
+    let load_before = load_average();
+    eprintln!(
+        "smcp-load: {} ({}), server {}, {} connections, {:?} + {:?} warm-up per op and level, load average {}",
+        machine(),
+        if in_process {
+            "server in this process"
+        } else {
+            "server in another process"
+        },
+        addr,
+        target.channels.len(),
+        args.duration,
+        args.warmup,
+        load_before
+    );
+    let mut results = Vec::new();
+    for &c in &args.concurrency {
+        for &op in &args.ops {
+            let m = rt.block_on(measure(&target, op, c, args.warmup, args.duration));
+            eprintln!(
+                "smcp-load: {:<4} c={:<3} {:>9.0} calls/s p50 {} p99 {}",
+                op.name(),
+                c,
+                m.throughput(),
+                fmt_us(m.p50_us),
+                fmt_us(m.p99_us)
+            );
+            results.push(m);
+        }
+    }
+    let load_after = load_average();
+    print_table(&results);
+    println!("load average before {load_before}, after {load_after}");
+
+    let parts = match (&fixture_opt, args.parts) {
+        (Some(fx), true) => Some(time_parts(
+            &fx.vault,
+            &fx.token,
+            &args.tenant,
+            args.secrets,
+            &rt,
+        )?),
+        _ => None,
+    };
+
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "machine": machine(),
+            "server": if in_process { "in-process" } else { "separate process" },
+            "addr": addr,
+            "connections": target.channels.len(),
+            "duration_secs": args.duration.as_secs_f64(),
+            "warmup_secs": args.warmup.as_secs_f64(),
+            "secrets": args.secrets,
+            "value_bytes": VALUE_LEN,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "results": results.iter().map(Measured::json).collect::<Vec<_>>(),
+            "get_over_ping": ratios(&results)
+                .iter()
+                .map(|(c, r)| serde_json::json!({"concurrency": c, "ratio": r}))
+                .collect::<Vec<_>>(),
+            "parts": parts,
+        });
+        let line = serde_json::to_string(&doc)?;
+        if path == "-" {
+            println!("{line}");
+        } else {
+            std::fs::write(path, line + "\n")?;
+        }
+    }
+
+    drop(target);
+    drop(rt);
+    if let Some((stop, handle)) = server {
+        let _ = stop.send(());
+        let _ = handle.join();
+    }
+    drop(fixture_opt);
+    Ok(())
+}
+
+/// Writes every bench secret that a Get of it does not find.
+async fn seed(t: &Target) -> Result<(), Box<dyn std::error::Error>> {
+    let mut secrets = SecretsClient::new(t.channels[0].clone());
+    let mut value = vec![0u8; VALUE_LEN];
+    let mut written = 0;
+    for i in 0..t.secrets {
+        let path = secret_path(&t.tenant, i);
+        let got = secrets
+            .get(req(
+                pb::GetRequest {
+                    path: path.clone(),
+                    version: None,
+                },
+                &t.auth,
+            ))
+            .await;
+        match got {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                rand::thread_rng().fill_bytes(&mut value);
+                secrets
+                    .put(req(
+                        pb::PutRequest {
+                            path,
+                            value: value.clone(),
+                            cas: None,
+                        },
+                        &t.auth,
+                    ))
+                    .await?;
+                written += 1;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    if written > 0 {
+        eprintln!("smcp-load: wrote {written} missing secrets");
+    }
+    Ok(())
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("smcp-load: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args) {
+        eprintln!("smcp-load: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Option<Args>, String> {
+        let v: Vec<String> = s.split_whitespace().map(str::to_owned).collect();
+        parse_args(&v)
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(args("").unwrap().unwrap(), Args::default());
+        assert_eq!(args("--help").unwrap(), None);
+    }
+
+    #[test]
+    fn flags() {
+        let a = args(
+            "--addr 127.0.0.1:7700 --token t --duration 500ms --warmup=2 \
+             --concurrency 1,8 --connections 4 --ops get,PING --json out.json --parts",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.addr.as_deref(), Some("127.0.0.1:7700"));
+        assert_eq!(a.token.as_deref(), Some("t"));
+        assert_eq!(a.duration, Duration::from_millis(500));
+        assert_eq!(a.warmup, Duration::from_secs(2));
+        assert_eq!(a.concurrency, vec![1, 8]);
+        assert_eq!(a.connections, 4);
+        assert_eq!(a.ops, vec![Op::Get, Op::Ping]);
+        assert_eq!(a.json.as_deref(), Some("out.json"));
+        assert!(a.parts);
+    }
+
+    #[test]
+    fn bad_flags() {
+        assert!(args("--addr x").is_err(), "--addr without --token");
+        assert!(args("--concurrency 0").is_err());
+        assert!(args("--concurrency").is_err());
+        assert!(args("--ops get,post").is_err());
+        assert!(args("--duration 5h").is_err());
+        assert!(args("--duration 0s").is_err());
+        assert!(args("--bogus").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn percentiles() {
+        assert_eq!(percentile(&[], 99.0), 0);
+        assert_eq!(percentile(&[7], 50.0), 7);
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&v, 100.0), 100);
+        let v: Vec<u32> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 99.0), 990);
+        assert_eq!(percentile(&[1, 2, 3], 99.0), 3);
+    }
+
+    #[test]
+    fn get_over_ping() {
+        let m = |op, concurrency, calls| Measured {
+            op,
+            concurrency,
+            connections: 1,
+            calls,
+            errors: 0,
+            secs: 1.0,
+            p50_us: 0,
+            p99_us: 0,
+            max_us: 0,
+        };
+        let r = ratios(&[m(Op::Ping, 1, 1000), m(Op::Get, 1, 600), m(Op::Get, 16, 5)]);
+        assert_eq!(r, vec![(1, 0.6)]);
+    }
+}
