@@ -398,9 +398,18 @@ fn tenant_admins_manage_their_own_tenant_only() {
         s.create_scope(&slug("evil"), ScopeKind::Enterprise),
         Err(Error::PermissionDenied(_))
     ));
+    // Another tenant's scope is a cross-tenant attempt; its own needs an operator.
     assert!(matches!(
         s.delete_scope(&slug("globex")),
+        Err(Error::CrossTenant { .. })
+    ));
+    assert!(matches!(
+        s.delete_scope(&slug("acme")),
         Err(Error::PermissionDenied(_))
+    ));
+    assert!(matches!(
+        s.set_limits(&slug("globex"), &LimitChange::default()),
+        Err(Error::CrossTenant { .. })
     ));
     // A user cannot manage the tenant.
     let (_, user) = issue(&tv, tenant_spec("acme", Role::User));
