@@ -16,7 +16,7 @@ use tenant_guard_scan::{
 use time::OffsetDateTime;
 
 use crate::Outcome;
-use crate::common::{ScanInput, load_config, rule_set, scan_with};
+use crate::common::{ScanInput, load_config, plural, rule_set, scan_with, xml};
 use crate::cross_cmd::{CrossReport, CrossVerdict, Plan, parse_duration};
 use crate::git::check::{Report as GitReport, check};
 use crate::scan_cmd::{FormatArg, SeverityArg};
@@ -439,10 +439,6 @@ fn rebase(report: &mut ScanReport, roots: &[PathBuf]) {
     }
 }
 
-fn plural(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
-}
-
 fn summary(s: &StepResult, threshold: Severity) -> String {
     match (&s.detail, &s.verdict) {
         (_, Verdict::Skipped(note) | Verdict::Error(note)) => note.clone(),
@@ -642,23 +638,6 @@ fn sarif(out: &mut dyn Write, steps: &[StepResult], rules: &RuleSet) -> std::io:
     }
     serde_json::to_writer_pretty(&mut *out, &doc)?;
     writeln!(out)
-}
-
-/// Escapes text for XML attributes and content.
-fn xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// One test case: class, name and its failure, error or skip (`None`: passed).

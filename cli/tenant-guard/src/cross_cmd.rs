@@ -27,7 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
 use crate::Outcome;
-use crate::common::{exception_check, load_config, rule_set};
+use crate::common::{exception_check, load_config, plural, rule_set, xml};
 use crate::scan_cmd::SeverityArg;
 
 /// The canaries planted in each tenant's scope, by name.
@@ -750,27 +750,6 @@ impl CrossReport {
 
 /// One JUnit test case: class, name and its failure or error (`None`: passed).
 pub(crate) type Case = (String, String, Option<(&'static str, String, String)>);
-
-fn plural(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
-}
-
-/// Escapes text for XML attributes and content.
-pub(crate) fn xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn junit(out: &mut dyn Write, cases: &[Case]) -> std::io::Result<()> {
     let count = |kind: &str| {
