@@ -1258,24 +1258,32 @@ async fn graceful_shutdown_finishes_calls_in_flight_and_loses_nothing() {
         .unwrap();
     let ch = ts.channel().await;
     let mut tasks = Vec::new();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for i in 0..64 {
         let mut sec = SecretsClient::new(ch.clone());
         let tok = tok.clone();
+        let answered = answered.clone();
         tasks.push(tokio::spawn(async move {
-            sec.put(req(
-                pb::PutRequest {
-                    path: format!("tenant/acme/k{i}"),
-                    value: vec![b'x'; 32 * 1024],
-                    cas: None,
-                },
-                &tok,
-            ))
-            .await
-            .map(|r| (i, r.into_inner().version))
+            let r = sec
+                .put(req(
+                    pb::PutRequest {
+                        path: format!("tenant/acme/k{i}"),
+                        value: vec![b'x'; 32 * 1024],
+                        cas: None,
+                    },
+                    &tok,
+                ))
+                .await
+                .map(|r| (i, r.into_inner().version));
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r
         }));
     }
-    // Stop while the puts are being handled.
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Stop once the first put is answered, while the others are in flight
+    // (however loaded the machine is).
+    while answered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let TestServer {
         dir,
         vault,

@@ -16,7 +16,7 @@ use tenant_guard_scan::{
 use time::OffsetDateTime;
 
 use crate::Outcome;
-use crate::common::{ScanInput, load_config, plural, rule_set, scan_with, xml};
+use crate::common::{Case, ScanInput, load_config, plural, rule_set, scan_with, write_testcases};
 use crate::cross_cmd::{CrossReport, CrossVerdict, Plan, parse_duration};
 use crate::git::check::{Report as GitReport, check};
 use crate::scan_cmd::{FormatArg, SeverityArg};
@@ -640,9 +640,6 @@ fn sarif(out: &mut dyn Write, steps: &[StepResult], rules: &RuleSet) -> std::io:
     writeln!(out)
 }
 
-/// One test case: class, name and its failure, error or skip (`None`: passed).
-type Case = (String, String, Option<(&'static str, String, String)>);
-
 /// The test cases of a step: one per finding or violation, or one for the
 /// step itself when it passed, was skipped or could not run.
 fn cases(s: &StepResult, threshold: Severity) -> Vec<Case> {
@@ -733,28 +730,7 @@ fn junit(out: &mut dyn Write, steps: &[StepResult], threshold: Severity) -> std:
             count(cases, "error"),
             count(cases, "skipped")
         )?;
-        for (class, name, outcome) in cases {
-            let (class, name) = (xml(class), xml(name));
-            match outcome {
-                None => writeln!(out, r#"    <testcase classname="{class}" name="{name}"/>"#)?,
-                Some(("skipped", _, note)) => writeln!(
-                    out,
-                    r#"    <testcase classname="{class}" name="{name}"><skipped message="{}"/></testcase>"#,
-                    xml(note)
-                )?,
-                Some((kind, kind_type, body)) => {
-                    writeln!(out, r#"    <testcase classname="{class}" name="{name}">"#)?;
-                    writeln!(
-                        out,
-                        r#"      <{kind} type="{}" message="{}">{}</{kind}>"#,
-                        xml(kind_type),
-                        xml(body.lines().next().unwrap_or_default()),
-                        xml(body)
-                    )?;
-                    writeln!(out, "    </testcase>")?;
-                }
-            }
-        }
+        write_testcases(out, cases)?;
         writeln!(out, "  </testsuite>")?;
     }
     writeln!(out, "</testsuites>")

@@ -220,3 +220,34 @@ pub(crate) fn xml(s: &str) -> String {
 pub(crate) fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
+
+/// One JUnit test case: class, name, and its outcome (`None`: passed):
+/// `("failure" | "error", type, text)` or `("skipped", _, note)`.
+pub(crate) type Case = (String, String, Option<(&'static str, String, String)>);
+
+/// Writes the `<testcase>` elements of a JUnit suite.
+pub(crate) fn write_testcases(out: &mut dyn std::io::Write, cases: &[Case]) -> std::io::Result<()> {
+    for (class, name, outcome) in cases {
+        let (class, name) = (xml(class), xml(name));
+        match outcome {
+            None => writeln!(out, r#"    <testcase classname="{class}" name="{name}"/>"#)?,
+            Some(("skipped", _, note)) => writeln!(
+                out,
+                r#"    <testcase classname="{class}" name="{name}"><skipped message="{}"/></testcase>"#,
+                xml(note)
+            )?,
+            Some((kind, kind_type, body)) => {
+                writeln!(out, r#"    <testcase classname="{class}" name="{name}">"#)?;
+                writeln!(
+                    out,
+                    r#"      <{kind} type="{}" message="{}">{}</{kind}>"#,
+                    xml(kind_type),
+                    xml(body.lines().next().unwrap_or_default()),
+                    xml(body)
+                )?;
+                writeln!(out, "    </testcase>")?;
+            }
+        }
+    }
+    Ok(())
+}

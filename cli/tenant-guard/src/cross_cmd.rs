@@ -27,7 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
 use crate::Outcome;
-use crate::common::{exception_check, load_config, plural, rule_set, xml};
+use crate::common::{Case, exception_check, load_config, plural, rule_set, write_testcases};
 use crate::scan_cmd::SeverityArg;
 
 /// The canaries planted in each tenant's scope, by name.
@@ -748,9 +748,6 @@ impl CrossReport {
     }
 }
 
-/// One JUnit test case: class, name and its failure or error (`None`: passed).
-pub(crate) type Case = (String, String, Option<(&'static str, String, String)>);
-
 fn junit(out: &mut dyn Write, cases: &[Case]) -> std::io::Result<()> {
     let count = |kind: &str| {
         cases
@@ -773,23 +770,7 @@ fn junit(out: &mut dyn Write, cases: &[Case]) -> std::io::Result<()> {
         count("failure"),
         count("error")
     )?;
-    for (class, name, outcome) in cases {
-        let (class, name) = (xml(class), xml(name));
-        match outcome {
-            None => writeln!(out, r#"    <testcase classname="{class}" name="{name}"/>"#)?,
-            Some((kind, kind_type, body)) => {
-                writeln!(out, r#"    <testcase classname="{class}" name="{name}">"#)?;
-                writeln!(
-                    out,
-                    r#"      <{kind} type="{}" message="{}">{}</{kind}>"#,
-                    xml(kind_type),
-                    xml(body.lines().next().unwrap_or_default()),
-                    xml(body)
-                )?;
-                writeln!(out, "    </testcase>")?;
-            }
-        }
-    }
+    write_testcases(out, cases)?;
     writeln!(out, "  </testsuite>")?;
     writeln!(out, "</testsuites>")
 }

@@ -417,11 +417,11 @@ fn invalid(e: BadField) -> Status {
 #[derive(Clone)]
 struct Handler(Arc<Shared>);
 
-/// The caller, or `Unauthenticated` (a service without the interceptor).
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions()
-        .get::<Caller>()
-        .cloned()
+/// The caller, taken out of the request (no copy of the principal), or
+/// `Unauthenticated` (a service without the interceptor).
+fn caller<T>(req: &mut Request<T>) -> Result<Caller, Status> {
+    req.extensions_mut()
+        .remove::<Caller>()
         .ok_or_else(|| Status::unauthenticated("no token"))
 }
 
@@ -445,7 +445,7 @@ impl Handler {
     async fn call<M, T>(
         &self,
         method: &'static str,
-        req: Request<M>,
+        mut req: Request<M>,
         work: Work,
         f: impl FnOnce(&Session<'_>, M) -> Result<T, Status> + Send + 'static,
     ) -> Result<Response<T>, Status>
@@ -454,7 +454,7 @@ impl Handler {
         T: Send + 'static,
     {
         let started = Instant::now();
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let rid = caller.request_id.clone();
         let Some(principal) = caller.principal else {
             return Err(with_id(
@@ -652,9 +652,10 @@ impl pb::secrets_server::Secrets for Handler {
     type WatchStream = WatchStream;
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
-        let caller = caller(&req)?;
-        let token = caller.token.clone();
-        let rid = caller.request_id.clone();
+        let (token, rid) = match req.extensions().get::<Caller>() {
+            Some(c) => (c.token.clone(), c.request_id.clone()),
+            None => return Err(Status::unauthenticated("no token")),
+        };
         let started = self
             .call("Watch", req, Work::Slow, |s, m| {
                 let prefix = ListPrefix::parse(&m.prefix)
@@ -890,9 +891,9 @@ fn operator_only(s: &Session<'_>, what: &str) -> Result<(), Status> {
 impl pb::system_server::System for Handler {
     async fn status(
         &self,
-        req: Request<pb::StatusRequest>,
+        mut req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let rid = caller(&req)?.request_id;
+        let rid = caller(&mut req)?.request_id;
         tag(
             Ok(pb::StatusResponse {
                 sealed: self.shared().vault.is_sealed(),
@@ -920,10 +921,10 @@ impl pb::system_server::System for Handler {
 
     async fn unseal(
         &self,
-        req: Request<pb::UnsealRequest>,
+        mut req: Request<pb::UnsealRequest>,
     ) -> Result<Response<pb::UnsealResponse>, Status> {
         let started = Instant::now();
-        let rid = caller(&req)?.request_id;
+        let rid = caller(&mut req)?.request_id;
         let passphrase = Zeroizing::new(req.into_inner().passphrase);
         let vault = self.shared().vault.clone();
         let result = if !vault.is_sealed() {
@@ -947,9 +948,9 @@ impl pb::system_server::System for Handler {
 
     async fn ping(
         &self,
-        req: Request<pb::PingRequest>,
+        mut req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
-        let c = caller(&req)?;
+        let c = caller(&mut req)?;
         if c.principal.is_none() {
             return Err(with_id(
                 Status::unauthenticated("no token: send `authorization: Bearer <token>`"),
