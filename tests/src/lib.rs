@@ -4,6 +4,8 @@
 //! [`bin`] builds them with the same cargo that runs the tests (a no-op when
 //! they are fresh) and returns their path: a test never runs a stale binary.
 
+pub mod fuzz;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;

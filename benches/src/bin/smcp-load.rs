@@ -21,9 +21,26 @@
 //!     [--concurrency 1,16,64] [--connections N] [--ops ping,get,put] \
 //!     [--secrets 1000] [--tenant bench] [--json FILE] [--parts]
 //! ```
+//!
+//! `--soak` is an open-loop soak instead: requests arrive at a fixed rate
+//! (`--rate`, per second) whatever the latency, for `--duration`, each a
+//! `Get` (`--read-percent`, default 80) or a `Put` of a random secret of a
+//! random one of `--tenants` tenants (default 1,000, each with its own
+//! tenant token and `--tenant-secrets` secrets), against a server in this
+//! process. Latency is measured from each request's scheduled start, so a
+//! stalled server shows in it (no coordinated omission). Every error is
+//! counted (the run exits 1 if there is any) and this process's resident
+//! memory (VmRSS, server and generator together) is sampled every second:
+//!
+//! ```text
+//! cargo run --release -p tenant-vault-benches --bin smcp-load -- \
+//!     --soak --rate 2000 --duration 60s --tenants 1000 [--json FILE]
+//! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore};
@@ -60,6 +77,15 @@ OPTIONS:
   --parts              also time the parts of a Get in-process (no gRPC)
   --serve ADDR         only run a server on ADDR over a fresh bench vault,
                        print its address and token, run until Ctrl-C
+  --soak               open-loop soak at a fixed rate across many tenants
+                       (server in this process; uses --duration,
+                       --connections, --json and the options below)
+  --rate N             soak: requests per second [default: 2000]
+  --tenants N          soak: tenants, each with its own token [default: 1000]
+  --tenant-secrets N   soak: secrets per tenant [default: 10]
+  --read-percent P     soak: share of Gets, the rest Puts [default: 80]
+  --max-in-flight N    soak: requests outstanding before new arrivals are
+                       dropped (and counted as errors) [default: 20000]
   -h, --help           this text
 ";
 
@@ -78,6 +104,12 @@ struct Args {
     json: Option<String>,
     parts: bool,
     serve: Option<String>,
+    soak: bool,
+    rate: f64,
+    tenants: usize,
+    tenant_secrets: usize,
+    read_percent: u32,
+    max_in_flight: usize,
 }
 
 impl Default for Args {
@@ -95,6 +127,12 @@ impl Default for Args {
             json: None,
             parts: false,
             serve: None,
+            soak: false,
+            rate: 2000.0,
+            tenants: 1000,
+            tenant_secrets: 10,
+            read_percent: 80,
+            max_in_flight: 20_000,
         }
     }
 }
@@ -195,6 +233,12 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
             "--json" => a.json = Some(value()?),
             "--parts" => a.parts = true,
             "--serve" => a.serve = Some(value()?),
+            "--soak" => a.soak = true,
+            "--rate" => a.rate = parse_rate(&value()?)?,
+            "--tenants" => a.tenants = parse_count(&value()?)?,
+            "--tenant-secrets" => a.tenant_secrets = parse_count(&value()?)?,
+            "--read-percent" => a.read_percent = parse_percent(&value()?)?,
+            "--max-in-flight" => a.max_in_flight = parse_count(&value()?)?,
             other => return Err(format!("unknown argument `{other}` (see --help)")),
         }
     }
@@ -207,7 +251,24 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
     if a.duration.is_zero() {
         return Err("--duration must be positive".into());
     }
+    if a.soak && (a.addr.is_some() || a.serve.is_some()) {
+        return Err("--soak runs its own server in this process: no --addr or --serve".into());
+    }
     Ok(Some(a))
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e7 => Ok(r),
+        _ => Err(format!("expected a rate per second above 0, got `{s}`")),
+    }
+}
+
+fn parse_percent(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(p) if p <= 100 => Ok(p),
+        _ => Err(format!("expected a percentage from 0 to 100, got `{s}`")),
+    }
 }
 
 /// The `p`-th percentile (0 < p ≤ 100) of sorted values, nearest rank.
@@ -661,6 +722,9 @@ fn time_parts(
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.soak {
+        return run_soak(&args);
+    }
     // --serve: a server in this process only, for a generator in another.
     if let Some(bind) = &args.serve {
         let fx = fixture(&args.tenant, args.secrets)?;
@@ -843,6 +907,478 @@ async fn seed(t: &Target) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+// ------------------------------------------------------------------ soak
+
+/// The soak vault: `tenants` tenants `soak-NNNN`, each with `per_tenant`
+/// secrets of 256 random bytes and its own `user` token (plan limits left
+/// as they are: the enterprise plan's rate is far above a soak's per-tenant
+/// rate).
+struct SoakFixture {
+    _dir: tempfile::TempDir,
+    vault: Arc<Vault>,
+    tokens: Vec<String>,
+}
+
+fn soak_slug(t: usize) -> String {
+    format!("soak-{t:04}")
+}
+
+fn soak_fixture(
+    tenants: usize,
+    per_tenant: usize,
+) -> Result<SoakFixture, Box<dyn std::error::Error>> {
+    let dir = bench_dir()?;
+    let key = dir.path().join("vault.key");
+    create_key_file(&key)?;
+    let vault = Arc::new(Vault::init(
+        SqliteStore::open(dir.path().join("vault.db"))?,
+        &Unlock::KeyFile(key),
+        VaultOptions::default(),
+    )?);
+    let root = vault.root_session();
+    let mut rng = rand::thread_rng();
+    let mut value = vec![0u8; VALUE_LEN];
+    let mut tokens = Vec::with_capacity(tenants);
+    for t in 0..tenants {
+        let tenant = soak_slug(t);
+        let slug = Slug::parse(&tenant)?;
+        root.create_scope(&slug, ScopeKind::Enterprise)?;
+        for i in 0..per_tenant {
+            rng.fill_bytes(&mut value);
+            let p = SecretPath::parse(&secret_path(&tenant, i))?;
+            root.put(&p, &Secret::new(value.clone()), None)?;
+        }
+        let issued = root.issue_token(&TokenSpec {
+            tenant: Some(slug),
+            role: Some(Role::User),
+            description: "smcp-load soak".into(),
+            ..Default::default()
+        })?;
+        tokens.push(String::from_utf8(issued.token.expose().to_vec())?);
+    }
+    vault.flush_audit()?;
+    Ok(SoakFixture {
+        _dir: dir,
+        vault,
+        tokens,
+    })
+}
+
+/// `VmRSS` of a `/proc/PID/status` text, in KiB.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// This process's resident memory, KiB.
+fn rss_kib() -> Option<u64> {
+    parse_vm_rss(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// When the `i`-th request of an open-loop run at `rate` per second is due.
+fn arrival(start: Instant, rate: f64, i: u64) -> Instant {
+    start + Duration::from_secs_f64(i as f64 / rate)
+}
+
+/// One per-second sample of a soak.
+#[derive(Debug, Clone, PartialEq)]
+struct SoakSample {
+    secs: f64,
+    rss_kib: Option<u64>,
+    completed: u64,
+    errors: u64,
+}
+
+/// What the soak's requests report, shared by them.
+#[derive(Default)]
+struct SoakStats {
+    get_us: Vec<u32>,
+    put_us: Vec<u32>,
+    completed: u64,
+    errors: BTreeMap<String, u64>,
+    error_count: u64,
+}
+
+struct SoakTarget {
+    channels: Vec<Channel>,
+    auths: Vec<MetadataValue<Ascii>>,
+    per_tenant: usize,
+}
+
+/// The outcome of a soak.
+#[derive(Debug)]
+struct SoakReport {
+    scheduled: u64,
+    completed: u64,
+    /// Arrivals not sent because `--max-in-flight` were outstanding.
+    dropped: u64,
+    errors: BTreeMap<String, u64>,
+    error_count: u64,
+    max_in_flight: usize,
+    /// From the first arrival to the last answer.
+    secs: f64,
+    get_us: Vec<u32>,
+    put_us: Vec<u32>,
+    samples: Vec<SoakSample>,
+}
+
+/// Runs the soak: arrivals every `1/rate` s for `duration`, each on its own
+/// task so that a slow answer never delays the next arrival.
+async fn soak(
+    t: Arc<SoakTarget>,
+    rate: f64,
+    duration: Duration,
+    read_percent: u32,
+    max_in_flight: usize,
+) -> SoakReport {
+    use rand::SeedableRng;
+    let stats = Arc::new(std::sync::Mutex::new(SoakStats::default()));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let end = start + duration;
+
+    // RSS every second, from before the first arrival until the drain ends.
+    let (stop_sampler, mut sampler_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sampler = {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut sampler_stopped => break,
+                }
+                let (completed, errors) = {
+                    let s = stats.lock().unwrap_or_else(|p| p.into_inner());
+                    (s.completed, s.error_count)
+                };
+                samples.push(SoakSample {
+                    secs: start.elapsed().as_secs_f64(),
+                    rss_kib: rss_kib(),
+                    completed,
+                    errors,
+                });
+            }
+            samples
+        })
+    };
+
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut tasks = tokio::task::JoinSet::new();
+    let (mut scheduled, mut dropped, mut max_seen) = (0u64, 0u64, 0usize);
+    loop {
+        let due = arrival(start, rate, scheduled);
+        if due >= end {
+            break;
+        }
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        // Reap what has finished, so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        scheduled += 1;
+        let n = in_flight.load(Ordering::Relaxed);
+        max_seen = max_seen.max(n);
+        if n >= max_in_flight {
+            dropped += 1;
+            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+            s.error_count += 1;
+            *s.errors
+                .entry("dropped: too many in flight".into())
+                .or_insert(0) += 1;
+            continue;
+        }
+        let tenant = rng.gen_range(0..t.auths.len());
+        let secret = rng.gen_range(0..t.per_tenant);
+        let is_get = rng.gen_range(0..100) < read_percent;
+        let value = if is_get {
+            Vec::new()
+        } else {
+            let mut v = vec![0u8; VALUE_LEN];
+            rng.fill_bytes(&mut v);
+            v
+        };
+        let channel = t.channels[(scheduled as usize) % t.channels.len()].clone();
+        let (t, stats, in_flight) = (t.clone(), stats.clone(), in_flight.clone());
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(async move {
+            let path = secret_path(&soak_slug(tenant), secret);
+            let auth = &t.auths[tenant];
+            let r = if is_get {
+                SecretsClient::new(channel)
+                    .get(req(
+                        pb::GetRequest {
+                            path,
+                            version: None,
+                        },
+                        auth,
+                    ))
+                    .await
+                    .and_then(|r| {
+                        if r.get_ref().value.len() == VALUE_LEN {
+                            Ok(())
+                        } else {
+                            Err(tonic::Status::data_loss("a value of the wrong size"))
+                        }
+                    })
+            } else {
+                SecretsClient::new(channel)
+                    .put(req(
+                        pb::PutRequest {
+                            path,
+                            value,
+                            cas: None,
+                        },
+                        auth,
+                    ))
+                    .await
+                    .map(|_| ())
+            };
+            // From the scheduled start: waiting to be sent counts.
+            let us = due.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+            s.completed += 1;
+            match r {
+                Ok(()) if is_get => s.get_us.push(us),
+                Ok(()) => s.put_us.push(us),
+                Err(e) => {
+                    s.error_count += 1;
+                    let key = format!(
+                        "{} {:?}: {}",
+                        if is_get { "Get" } else { "Put" },
+                        e.code(),
+                        e.message()
+                    );
+                    *s.errors.entry(key).or_insert(0) += 1;
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let secs = start.elapsed().as_secs_f64();
+    let _ = stop_sampler.send(());
+    let mut samples = sampler.await.unwrap_or_default();
+    let (completed, errors, error_count) = {
+        let s = stats.lock().unwrap_or_else(|p| p.into_inner());
+        (s.completed, s.errors.clone(), s.error_count)
+    };
+    samples.push(SoakSample {
+        secs,
+        rss_kib: rss_kib(),
+        completed,
+        errors: error_count,
+    });
+    let mut s = std::mem::take(&mut *stats.lock().unwrap_or_else(|p| p.into_inner()));
+    s.get_us.sort_unstable();
+    s.put_us.sort_unstable();
+    SoakReport {
+        scheduled,
+        completed,
+        dropped,
+        errors,
+        error_count,
+        max_in_flight: max_seen,
+        secs,
+        get_us: s.get_us,
+        put_us: s.put_us,
+        samples,
+    }
+}
+
+/// Start, max (and when), end and the first and last quarters' means of the
+/// RSS samples, in MiB.
+#[derive(Debug, Clone, PartialEq)]
+struct RssSummary {
+    start: f64,
+    max: f64,
+    max_at_secs: f64,
+    end: f64,
+    first_quarter_mean: f64,
+    last_quarter_mean: f64,
+}
+
+fn rss_summary(samples: &[SoakSample]) -> Option<RssSummary> {
+    let v: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| s.rss_kib.map(|k| (s.secs, k as f64 / 1024.0)))
+        .collect();
+    let (first, last) = (v.first()?, v.last()?);
+    let max = v
+        .iter()
+        .copied()
+        .fold(*first, |m, x| if x.1 > m.1 { x } else { m });
+    let q = (v.len() / 4).max(1);
+    let mean = |s: &[(f64, f64)]| s.iter().map(|x| x.1).sum::<f64>() / s.len() as f64;
+    Some(RssSummary {
+        start: first.1,
+        max: max.1,
+        max_at_secs: max.0,
+        end: last.1,
+        first_quarter_mean: mean(&v[..q]),
+        last_quarter_mean: mean(&v[v.len() - q..]),
+    })
+}
+
+fn run_soak(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let t = Instant::now();
+    let fx = soak_fixture(args.tenants, args.tenant_secrets)?;
+    eprintln!(
+        "smcp-load: soak vault with {} tenants x {} secrets and {} tokens ready in {:.1} s",
+        args.tenants,
+        args.tenant_secrets,
+        fx.tokens.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let (addr, stop, handle) = start_server(fx.vault.clone(), "127.0.0.1:0")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("smcp-load")
+        .build()?;
+    let channels = rt.block_on(connect(&addr.to_string(), args.connections))?;
+    let auths = fx
+        .tokens
+        .iter()
+        .map(|t| format!("Bearer {t}").parse())
+        .collect::<Result<Vec<MetadataValue<Ascii>>, _>>()?;
+    let target = Arc::new(SoakTarget {
+        channels,
+        auths,
+        per_tenant: args.tenant_secrets,
+    });
+    let load_before = load_average();
+    eprintln!(
+        "smcp-load: soak on {} (server in this process, {}), {} connections, {}/s for {:?}, \
+         {}% Get, load average {load_before}",
+        machine(),
+        addr,
+        target.channels.len(),
+        args.rate,
+        args.duration,
+        args.read_percent
+    );
+    let r = rt.block_on(soak(
+        target.clone(),
+        args.rate,
+        args.duration,
+        args.read_percent,
+        args.max_in_flight,
+    ));
+    let load_after = load_average();
+    let mut all: Vec<u32> = r.get_us.iter().chain(&r.put_us).copied().collect();
+    all.sort_unstable();
+    let rss = rss_summary(&r.samples);
+
+    println!(
+        "soak: {} tenants x {} secrets, {}% Get / {}% Put, target {}/s for {:.0} s (open loop), \
+         {} connections, server in this process",
+        args.tenants,
+        args.tenant_secrets,
+        args.read_percent,
+        100 - args.read_percent,
+        args.rate,
+        args.duration.as_secs_f64(),
+        target.channels.len()
+    );
+    println!(
+        "soak: {} scheduled, {} answered in {:.1} s ({:.0}/s), {} errors ({} dropped), \
+         at most {} in flight",
+        r.scheduled,
+        r.completed,
+        r.secs,
+        r.completed as f64 / r.secs,
+        r.error_count,
+        r.dropped,
+        r.max_in_flight
+    );
+    for (what, n) in &r.errors {
+        println!("soak: error x{n}: {what}");
+    }
+    for (name, v) in [("all", &all), ("Get", &r.get_us), ("Put", &r.put_us)] {
+        println!(
+            "soak: {name:<3} {:>7} calls  p50 {:>9}  p99 {:>9}  max {:>9}",
+            v.len(),
+            fmt_us(percentile(v, 50.0)),
+            fmt_us(percentile(v, 99.0)),
+            fmt_us(v.last().copied().unwrap_or(0))
+        );
+    }
+    if let Some(s) = &rss {
+        println!(
+            "soak: RSS (this process: server and generator) start {:.1} MiB, max {:.1} MiB at \
+             {:.0} s, end {:.1} MiB; mean of the first quarter {:.1} MiB, of the last {:.1} MiB",
+            s.start, s.max, s.max_at_secs, s.end, s.first_quarter_mean, s.last_quarter_mean
+        );
+        let series: Vec<String> = r
+            .samples
+            .iter()
+            .filter_map(|s| s.rss_kib.map(|k| format!("{:.0}", k as f64 / 1024.0)))
+            .collect();
+        println!("soak: RSS MiB every second: {}", series.join(" "));
+    }
+    println!("soak: load average before {load_before}, after {load_after}");
+
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "mode": "soak",
+            "machine": machine(),
+            "server": "in-process",
+            "rate_per_sec": args.rate,
+            "duration_secs": args.duration.as_secs_f64(),
+            "tenants": args.tenants,
+            "secrets_per_tenant": args.tenant_secrets,
+            "read_percent": args.read_percent,
+            "connections": target.channels.len(),
+            "value_bytes": VALUE_LEN,
+            "scheduled": r.scheduled,
+            "completed": r.completed,
+            "seconds": r.secs,
+            "errors": r.error_count,
+            "dropped": r.dropped,
+            "error_kinds": r.errors,
+            "max_in_flight": r.max_in_flight,
+            "p50_us": percentile(&all, 50.0),
+            "p99_us": percentile(&all, 99.0),
+            "max_us": all.last().copied().unwrap_or(0),
+            "get": {"calls": r.get_us.len(), "p50_us": percentile(&r.get_us, 50.0),
+                    "p99_us": percentile(&r.get_us, 99.0)},
+            "put": {"calls": r.put_us.len(), "p50_us": percentile(&r.put_us, 50.0),
+                    "p99_us": percentile(&r.put_us, 99.0)},
+            "rss_mib": rss.as_ref().map(|s| serde_json::json!({
+                "start": s.start, "max": s.max, "max_at_secs": s.max_at_secs, "end": s.end,
+                "first_quarter_mean": s.first_quarter_mean,
+                "last_quarter_mean": s.last_quarter_mean,
+            })),
+            "samples": r.samples.iter().map(|s| serde_json::json!({
+                "secs": s.secs, "rss_kib": s.rss_kib, "completed": s.completed, "errors": s.errors,
+            })).collect::<Vec<_>>(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        });
+        let line = serde_json::to_string(&doc)?;
+        if path == "-" {
+            println!("{line}");
+        } else {
+            std::fs::write(path, line + "\n")?;
+        }
+    }
+
+    drop(target);
+    drop(rt);
+    let _ = stop.send(());
+    let _ = handle.join();
+    drop(fx);
+    if r.error_count > 0 {
+        return Err(format!("soak: {} errors", r.error_count).into());
+    }
+    Ok(())
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = match parse_args(&argv) {
@@ -929,6 +1465,108 @@ mod tests {
         let v: Vec<u32> = (1..=1000).collect();
         assert_eq!(percentile(&v, 99.0), 990);
         assert_eq!(percentile(&[1, 2, 3], 99.0), 3);
+    }
+
+    #[test]
+    fn soak_flags() {
+        let a = args("--soak --rate 2000 --duration 60s --tenants 1000 --read-percent 80")
+            .unwrap()
+            .unwrap();
+        assert!(a.soak);
+        assert_eq!(a.rate, 2000.0);
+        assert_eq!(a.tenants, 1000);
+        assert_eq!(a.read_percent, 80);
+        assert_eq!(a.duration, Duration::from_secs(60));
+        let a = args("--soak --tenant-secrets 3 --max-in-flight 50 --rate=0.5")
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.tenant_secrets, a.max_in_flight, a.rate), (3, 50, 0.5));
+        assert!(args("--soak --rate 0").is_err());
+        assert!(args("--soak --rate -5").is_err());
+        assert!(args("--soak --rate fast").is_err());
+        assert!(args("--soak --read-percent 101").is_err());
+        assert!(args("--soak --tenants 0").is_err());
+        assert!(args("--soak --addr a --token t").is_err());
+        assert!(args("--soak --serve 127.0.0.1:0").is_err());
+    }
+
+    #[test]
+    fn arrivals_are_evenly_spaced() {
+        let start = Instant::now();
+        assert_eq!(arrival(start, 2000.0, 0), start);
+        assert_eq!(
+            arrival(start, 2000.0, 1) - start,
+            Duration::from_micros(500)
+        );
+        assert_eq!(
+            arrival(start, 2000.0, 120_000) - start,
+            Duration::from_secs(60)
+        );
+        assert_eq!(arrival(start, 0.5, 3) - start, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn vm_rss() {
+        let status = "Name:\tsmcp-load\nVmPeak:\t  200000 kB\nVmRSS:\t   51234 kB\nThreads:\t9\n";
+        assert_eq!(parse_vm_rss(status), Some(51234));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert!(
+            rss_kib().is_some_and(|k| k > 0),
+            "/proc/self/status has VmRSS"
+        );
+    }
+
+    #[test]
+    fn rss_series_summary() {
+        let s = |secs: f64, mib: u64| SoakSample {
+            secs,
+            rss_kib: Some(mib * 1024),
+            completed: 0,
+            errors: 0,
+        };
+        let samples = [s(0.0, 40), s(1.0, 60), s(2.0, 70), s(3.0, 64), s(4.0, 66)];
+        let r = rss_summary(&samples).unwrap();
+        assert_eq!(
+            (r.start, r.max, r.max_at_secs, r.end),
+            (40.0, 70.0, 2.0, 66.0)
+        );
+        assert_eq!((r.first_quarter_mean, r.last_quarter_mean), (40.0, 66.0));
+        assert_eq!(rss_summary(&[]), None);
+    }
+
+    /// A short soak, end to end: a handful of tenants, no errors.
+    #[test]
+    fn short_soak_has_no_errors() {
+        let fx = soak_fixture(3, 2).unwrap();
+        let (addr, stop, handle) = start_server(fx.vault.clone(), "127.0.0.1:0").unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let channels = rt.block_on(connect(&addr.to_string(), 2)).unwrap();
+        let auths = fx
+            .tokens
+            .iter()
+            .map(|t| format!("Bearer {t}").parse().unwrap())
+            .collect();
+        let t = Arc::new(SoakTarget {
+            channels,
+            auths,
+            per_tenant: 2,
+        });
+        let r = rt.block_on(soak(t, 200.0, Duration::from_millis(500), 50, 1000));
+        assert_eq!(r.scheduled, 100);
+        assert_eq!(r.completed, 100);
+        assert_eq!(r.error_count, 0, "{:?}", r.errors);
+        assert_eq!(r.get_us.len() + r.put_us.len(), 100);
+        assert!(
+            r.samples.len() >= 2,
+            "a sample at the start and one at the end"
+        );
+        drop(rt);
+        let _ = stop.send(());
+        handle.join().unwrap();
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crate::backend::{Backend, CmdError, CmdResult, ExitKind};
 use crate::local::{self, Local};
 use crate::remote::Remote;
 use crate::{
-    AuditCommand, Cli, Command, IssueArgs, MetadataArgs, ServerCommand, TenantCommand, TokenCommand,
+    AuditCommand, Cli, Command, FingerprintsCommand, IssueArgs, MetadataArgs, ServerCommand,
+    TenantCommand, TokenCommand,
 };
 
 fn out_err(e: std::io::Error) -> CmdError {
@@ -201,6 +202,9 @@ fn commands(
             out,
         ),
         Command::Metadata(a) => metadata(b, a, out),
+        Command::Fingerprints(FingerprintsCommand::Export { tenant, output }) => {
+            crate::fingerprints::export(b, &tenant, output.as_deref(), out, &mut std::io::stderr())
+        }
         Command::Token(t) => token(b, t, out),
         Command::Audit(AuditCommand::Verify { .. }) => audit_verified(b.audit_verify()?, out),
         Command::Audit(AuditCommand::Tail { lines, json }) => {

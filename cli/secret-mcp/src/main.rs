@@ -8,6 +8,7 @@
 
 mod backend;
 mod commands;
+mod fingerprints;
 mod local;
 mod remote;
 mod run;
@@ -151,6 +152,26 @@ enum Command {
     /// Remote mode only: the server's seal state, sealing and unsealing.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Fingerprints of a tenant's secret values, for `tenant-guard scan
+    /// --fingerprints`: they recognise the values without containing them.
+    #[command(subcommand)]
+    Fingerprints(FingerprintsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum FingerprintsCommand {
+    /// Write the fingerprints of every readable version of every secret of a
+    /// tenant (keyed hashes, no value bytes); values shorter than 28 bytes are
+    /// listed as skipped. Keep the file as private as a scan report.
+    Export {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Write to FILE (created readable by its owner only) instead of
+        /// standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -51,7 +51,7 @@ pub(crate) fn cmd_error(e: secret_mcp_grpc::Error) -> CmdError {
                     ExitKind::Denied
                 }
                 Code::FailedPrecondition | Code::AlreadyExists => ExitKind::Conflict,
-                Code::ResourceExhausted => ExitKind::Limit,
+                Code::ResourceExhausted | Code::OutOfRange => ExitKind::Limit,
                 Code::DataLoss => ExitKind::Integrity,
                 _ => ExitKind::Failure,
             };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 
-use tenant_vault::{ListPrefix, Secret, SecretPath, Slug};
+use tenant_vault::{Secret, SecretPath, Slug};
 
 use crate::RunArgs;
 use crate::backend::{Backend, CmdError, CmdResult, ExitKind};
@@ -56,24 +56,15 @@ fn collect(b: &dyn Backend, a: &RunArgs) -> CmdResult<BTreeMap<String, Secret>> 
         }
         return Ok(vars);
     }
-    let prefix = ListPrefix::parse(&format!("tenant/{slug}/"))?;
     let mut names: BTreeMap<String, SecretPath> = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = b.list(&prefix, after.as_deref(), tenant_vault::MAX_LIST_PAGE)?;
-        for p in page.paths {
-            let env = env_name(p.name().as_str());
-            if let Some(other) = names.get(&env) {
-                return Err(CmdError::usage(format!(
-                    "{other} and {p} would both be passed as {env}: name them with --map"
-                )));
-            }
-            names.insert(env, p);
+    for p in crate::fingerprints::tenant_paths(b, &slug)? {
+        let env = env_name(p.name().as_str());
+        if let Some(other) = names.get(&env) {
+            return Err(CmdError::usage(format!(
+                "{other} and {p} would both be passed as {env}: name them with --map"
+            )));
         }
-        match page.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
+        names.insert(env, p);
     }
     for (env, path) in names {
         match b.get(&path, None) {

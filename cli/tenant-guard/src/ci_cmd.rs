@@ -264,6 +264,7 @@ pub(crate) fn run(args: CiArgs) -> anyhow::Result<Outcome> {
             max_archive_depth: 8,
             max_expanded_bytes: 1 << 30,
             max_expansion_ratio: 100,
+            fingerprints: Vec::new(),
         };
         steps.push(match scan_with(&input, false, check.clone()) {
             Ok((mut report, set, _)) => {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tenant_guard_scan::{
-    ArchiveLimits, CONFIG_FILE_NAME, Config, DEFAULT_REGISTER_PATH, ExceptionCheck, IsoDate,
-    Progress, Register, RuleSet, ScanOptions, ScanReport, WalkOptions, builtin_rules, scan_paths,
+    ArchiveLimits, CONFIG_FILE_NAME, Config, DEFAULT_REGISTER_PATH, ExceptionCheck, FingerprintSet,
+    IsoDate, MIN_FINGERPRINT_LEN, Progress, Register, RuleSet, ScanOptions, ScanReport,
+    WalkOptions, builtin_rules, scan_paths,
 };
 
 /// What to scan and how.
@@ -42,6 +43,40 @@ pub(crate) struct ScanInput {
     /// Largest expansion ratio of an archive entry (N means N:1).
     #[arg(long, default_value_t = 100)]
     pub(crate) max_expansion_ratio: u64,
+    /// Also recognise the vault secrets fingerprinted in FILE (written by
+    /// `secret-mcp fingerprints export`), raw and encoded; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) fingerprints: Vec<PathBuf>,
+}
+
+/// Loads the `--fingerprints` files, saying on stderr what each one covers
+/// and which versions its export skipped.
+fn load_fingerprints(files: &[PathBuf]) -> anyhow::Result<Vec<Arc<FingerprintSet>>> {
+    let mut sets = Vec::new();
+    for file in files {
+        let set = FingerprintSet::load(file)?;
+        eprintln!(
+            "fingerprints {}: {} secret version(s) of tenant {}",
+            file.display(),
+            set.versions().len(),
+            set.tenant()
+        );
+        if !set.skipped().is_empty() {
+            let list: Vec<String> = set
+                .skipped()
+                .iter()
+                .map(|v| format!("{} (version {})", v.path, v.version))
+                .collect();
+            eprintln!(
+                "fingerprints {}: not searched, shorter than {MIN_FINGERPRINT_LEN} bytes and so \
+                 too short to fingerprint safely: {}",
+                file.display(),
+                list.join(", ")
+            );
+        }
+        sets.push(Arc::new(set));
+    }
+    Ok(sets)
 }
 
 /// The directory the implicit configuration and register are looked up in:
@@ -133,9 +168,12 @@ pub(crate) fn scan_with(
         // Its rules' examples would match themselves.
         walk = walk.skip_file(path);
     }
-    let options = ScanOptions::default()
+    let mut options = ScanOptions::default()
         .show_secrets(show_secrets)
         .exception_check(check.clone());
+    for set in load_fingerprints(&input.fingerprints)? {
+        options = options.fingerprints(set);
+    }
     let progress = ProgressLine::start();
     let result = scan_paths(
         &input.paths,

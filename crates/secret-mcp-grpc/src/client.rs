@@ -138,8 +138,13 @@ type Chan = InterceptedService<Channel, Auth>;
 /// connection failure, pausing 50 ms, then 100 ms, 200 ms, and so on. That is
 /// every call except:
 ///
-/// - [`Client::put`] without check-and-set (a repeat would write a second
-///   version; with `cas` a repeat is refused instead),
+/// - [`Client::put`] (without check-and-set a repeat would write a second
+///   version; with it, a repeat of a put that landed would report a
+///   conflict for a write that succeeded),
+/// - [`Client::delete`], [`Client::undelete`] and [`Client::destroy`] of the
+///   current version (empty `versions`: a repeat after another writer's
+///   put would act on the newer version; with explicit versions they are
+///   retried),
 /// - [`Client::issue_token`] (a repeat would issue a second token),
 /// - [`Client::rotate_key`] (a repeat would rotate twice).
 ///
@@ -167,6 +172,19 @@ impl fmt::Debug for Client {
 enum Repeat {
     Safe,
     Unsafe,
+}
+
+impl Repeat {
+    /// Deleting, restoring or destroying named versions twice is the same
+    /// as once; doing it to "the current version" twice is not when another
+    /// writer adds a version in between.
+    fn versions(versions: &[u64]) -> Repeat {
+        if versions.is_empty() {
+            Repeat::Unsafe
+        } else {
+            Repeat::Safe
+        }
+    }
 }
 
 fn protocol(e: BadField) -> Error {
@@ -361,13 +379,8 @@ impl Client {
             value: value.expose().to_vec(),
             cas,
         };
-        let repeat = if cas.is_some() {
-            Repeat::Safe
-        } else {
-            Repeat::Unsafe
-        };
         let r = self
-            .call(repeat, || {
+            .call(Repeat::Unsafe, || {
                 let mut c = self.secrets.clone();
                 let req = req.clone();
                 async move { c.put(req).await }
@@ -440,7 +453,7 @@ impl Client {
             versions: versions.to_vec(),
         };
         let r = self
-            .call(Repeat::Safe, || {
+            .call(Repeat::versions(versions), || {
                 let mut c = self.secrets.clone();
                 let req = req.clone();
                 async move { c.delete(req).await }
@@ -456,7 +469,7 @@ impl Client {
             versions: versions.to_vec(),
         };
         let r = self
-            .call(Repeat::Safe, || {
+            .call(Repeat::versions(versions), || {
                 let mut c = self.secrets.clone();
                 let req = req.clone();
                 async move { c.undelete(req).await }
@@ -472,7 +485,7 @@ impl Client {
             versions: versions.to_vec(),
         };
         let r = self
-            .call(Repeat::Safe, || {
+            .call(Repeat::versions(versions), || {
                 let mut c = self.secrets.clone();
                 let req = req.clone();
                 async move { c.destroy(req).await }

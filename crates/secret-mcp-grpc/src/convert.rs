@@ -23,7 +23,7 @@ fn bad(field: &str, why: impl std::fmt::Display) -> BadField {
 }
 
 pub(crate) fn ts(t: Timestamp) -> pb::Timestamp {
-    pb::Timestamp { seconds: t.0 }
+    pb::Timestamp { unix_millis: t.0 }
 }
 
 pub(crate) fn opt_ts(t: Option<Timestamp>) -> Option<pb::Timestamp> {
@@ -31,11 +31,11 @@ pub(crate) fn opt_ts(t: Option<Timestamp>) -> Option<pb::Timestamp> {
 }
 
 pub(crate) fn from_ts(t: Option<pb::Timestamp>) -> Timestamp {
-    Timestamp(t.map_or(0, |t| t.seconds))
+    Timestamp(t.map_or(0, |t| t.unix_millis))
 }
 
 pub(crate) fn from_opt_ts(t: Option<pb::Timestamp>) -> Option<Timestamp> {
-    t.map(|t| Timestamp(t.seconds))
+    t.map(|t| Timestamp(t.unix_millis))
 }
 
 pub(crate) fn kind(k: ScopeKind) -> pb::ScopeKind {

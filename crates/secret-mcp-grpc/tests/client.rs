@@ -290,12 +290,14 @@ async fn unavailable_is_retried_only_for_calls_safe_to_repeat() {
     );
     assert!(retried >= Duration::from_millis(1550), "{retried:?}");
 
-    // Not retried: a put without check-and-set, a token issue, a rotation.
+    // Not retried: puts (with or without check-and-set), a delete of the
+    // current version, a token issue, a rotation.
     let t = Instant::now();
-    let e = owner
-        .put(&path, &Secret::from("v"), None)
-        .await
-        .unwrap_err();
+    for cas in [None, Some(0)] {
+        let e = owner.put(&path, &Secret::from("v"), cas).await.unwrap_err();
+        assert_eq!(code(&e), tonic::Code::Unavailable);
+    }
+    let e = owner.delete(&path, &[]).await.unwrap_err();
     assert_eq!(code(&e), tonic::Code::Unavailable);
     let e = op.issue_token(&TokenSpec::default()).await.unwrap_err();
     assert_eq!(code(&e), tonic::Code::Unavailable);

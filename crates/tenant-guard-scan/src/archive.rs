@@ -16,7 +16,8 @@ use crate::walk::Visitor;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ArchiveLimits {
-    /// How many archives deep to descend (a file inside one zip is depth 1).
+    /// How many archives deep to descend (a file inside one zip is depth 1),
+    /// at most 64 (deeper nesting is reported, never followed).
     pub max_depth: usize,
     /// Total bytes that may be decompressed out of one file on disk.
     pub max_expanded_bytes: u64,
@@ -28,6 +29,12 @@ pub struct ArchiveLimits {
 /// Entries smaller than this are never held to the expansion ratio: small
 /// text compresses well without being a bomb.
 pub const RATIO_FLOOR: u64 = 1 << 20;
+
+/// The deepest nesting ever followed, whatever [`ArchiveLimits::max_depth`]
+/// asks: each level is a stack frame of the walk (several KiB in a debug
+/// build), and a walker thread's stack is 2 MiB. Deeper archives get the
+/// usual `archive-limit` finding instead of overflowing the stack.
+pub(crate) const MAX_NESTING: usize = 64;
 
 impl Default for ArchiveLimits {
     fn default() -> Self {
@@ -98,6 +105,8 @@ struct Limited<R> {
     inner: R,
     entry_left: u64,
     budget: Rc<Cell<u64>>,
+    /// Set once the per-file budget ran out: nothing more of the file is read.
+    spent: Rc<Cell<bool>>,
     path: String,
 }
 
@@ -108,6 +117,7 @@ impl<R: Read> Read for Limited<R> {
         let message = if n64 > self.entry_left {
             "expands beyond the allowed expansion ratio; not followed (possible archive bomb)"
         } else if n64 > self.budget.get() {
+            self.spent.set(true);
             "total expanded bytes limit reached; rest not scanned"
         } else {
             self.entry_left -= n64;
@@ -124,6 +134,7 @@ impl<R: Read> Read for Limited<R> {
 struct Walker<'v> {
     limits: ArchiveLimits,
     budget: Rc<Cell<u64>>,
+    spent: Rc<Cell<bool>>,
     visitor: &'v mut dyn Visitor,
 }
 
@@ -138,6 +149,7 @@ pub(crate) fn visit_file(
     let mut w = Walker {
         limits,
         budget: Rc::new(Cell::new(limits.max_expanded_bytes)),
+        spent: Rc::new(Cell::new(false)),
         visitor,
     };
     if let Err(e) = w.file(path, display) {
@@ -152,6 +164,7 @@ pub fn visit_bytes(display: &str, bytes: &[u8], limits: ArchiveLimits, visitor: 
     let mut w = Walker {
         limits,
         budget: Rc::new(Cell::new(limits.max_expanded_bytes)),
+        spent: Rc::new(Cell::new(false)),
         visitor,
     };
     let mut reader = bytes;
@@ -192,15 +205,13 @@ impl Walker<'_> {
         if format == Format::Plain {
             return self.visitor.content(path, &mut reader);
         }
-        if depth >= self.limits.max_depth {
+        let max_depth = self.limits.max_depth.min(MAX_NESTING);
+        if depth >= max_depth {
             self.visitor.notice(Finding::notice(
                 FindingKind::ArchiveLimit,
                 path,
                 Severity::Medium,
-                format!(
-                    "archive nested deeper than {} levels; not followed",
-                    self.limits.max_depth
-                ),
+                format!("archive nested deeper than {max_depth} levels; not followed"),
             ));
             return Ok(());
         }
@@ -211,6 +222,7 @@ impl Walker<'_> {
                     inner: flate2::read::MultiGzDecoder::new(reader),
                     entry_left,
                     budget: self.budget.clone(),
+                    spent: self.spent.clone(),
                     path: path.to_string(),
                 };
                 // A gzip layer adds no path component: `x.tar.gz!/entry`.
@@ -239,6 +251,11 @@ impl Walker<'_> {
 
     fn zip<R: Read + Seek>(&mut self, mut zip: zip::ZipArchive<R>, path: &str, depth: usize) {
         for i in 0..zip.len() {
+            // The per-file budget ran out (reported once, where it did): the
+            // rest of the file is not read.
+            if self.spent.get() {
+                break;
+            }
             let entry = match zip.by_index(i) {
                 Ok(entry) => entry,
                 Err(e) => {
@@ -270,6 +287,7 @@ impl Walker<'_> {
                 inner: entry,
                 entry_left: self.ratio_limit(packed),
                 budget: self.budget.clone(),
+                spent: self.spent.clone(),
                 path: entry_path.clone(),
             };
             let result = self.stream(&entry_path, &mut limited, Some(packed), depth);
@@ -286,7 +304,13 @@ impl Walker<'_> {
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let entry_path = format!("{path}!/{name}");
             self.check_name(&name, &entry_path);
-            if !entry.header().entry_type().is_file() {
+            let kind = entry.header().entry_type();
+            if kind.is_gnu_sparse() {
+                // Its data is not read: say so rather than skip it silently.
+                self.unreadable(&entry_path, "GNU sparse tar entry, not scanned");
+                continue;
+            }
+            if !kind.is_file() {
                 continue;
             }
             let size = entry.size();
@@ -380,5 +404,46 @@ mod tests {
         tar[257..262].copy_from_slice(b"ustar");
         assert_eq!(sniff(&tar), Format::Tar);
         assert_eq!(sniff(b"hello"), Format::Plain);
+    }
+
+    struct Notices(Vec<Finding>, Vec<String>);
+
+    impl Visitor for Notices {
+        fn content(&mut self, path: &str, content: &mut dyn Read) -> io::Result<()> {
+            self.1.push(path.to_string());
+            io::copy(content, &mut io::sink()).map(|_| ())
+        }
+        fn notice(&mut self, finding: Finding) {
+            self.0.push(finding);
+        }
+    }
+
+    #[test]
+    fn a_gnu_sparse_entry_is_reported_not_skipped() {
+        let mut b = tar::Builder::new(Vec::new());
+        // An empty sparse map: the smallest sparse entry the tar reader takes.
+        for (name, kind, data) in [
+            ("sparse.bin", tar::EntryType::GNUSparse, &b""[..]),
+            ("plain.txt", tar::EntryType::Regular, &b"data"[..]),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if let Some(gnu) = h.as_gnu_mut() {
+                gnu.set_real_size(0);
+                gnu.set_is_extended(false);
+            }
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let mut v = Notices(Vec::new(), Vec::new());
+        visit_bytes("a.tar", &bytes, ArchiveLimits::default(), &mut v);
+        assert_eq!(v.1, ["a.tar!/plain.txt"], "{:?}", v.0);
+        assert_eq!(v.0.len(), 1, "{:?}", v.0);
+        assert_eq!(v.0[0].kind, FindingKind::Unreadable);
+        assert_eq!(v.0[0].path, "a.tar!/sparse.bin");
+        assert!(v.0[0].message.contains("sparse"), "{}", v.0[0].message);
     }
 }

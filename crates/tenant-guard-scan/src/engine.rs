@@ -5,8 +5,10 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
+use crate::canary::Encoding;
 use crate::decoy::{is_decoy, shannon_entropy};
 use crate::finding::{Finding, FindingKind};
+use crate::fingerprint::{FingerprintHit, FingerprintSet};
 use aho_corasick::Anchored;
 use aho_corasick::automaton::{Automaton, StateID};
 use regex::bytes::CaptureLocations;
@@ -32,6 +34,8 @@ pub struct ScanOptions {
     /// Report every rule's match, even where a more specific rule reports
     /// the same secret (`rules check` proves each rule this way).
     pub all_matches: bool,
+    /// Fingerprints of vault secrets to recognise (`--fingerprints`).
+    pub fingerprints: Vec<Arc<FingerprintSet>>,
 }
 
 impl ScanOptions {
@@ -44,6 +48,12 @@ impl ScanOptions {
     /// Sets [`ScanOptions::all_matches`].
     pub fn all_matches(mut self, yes: bool) -> Self {
         self.all_matches = yes;
+        self
+    }
+
+    /// Adds a set to [`ScanOptions::fingerprints`].
+    pub fn fingerprints(mut self, set: Arc<FingerprintSet>) -> Self {
+        self.fingerprints.push(set);
         self
     }
 
@@ -345,6 +355,9 @@ pub struct Scanner {
     scratch: Scratch,
     matches: Vec<RawMatch>,
     drop: Vec<bool>,
+    /// Fingerprint hits of the current buffer: (set index, hit).
+    vault_hits: Vec<(usize, FingerprintHit)>,
+    found: Vec<FingerprintHit>,
 }
 
 impl Clone for Scanner {
@@ -374,6 +387,8 @@ impl Scanner {
             scratch: Scratch::default(),
             matches: Vec::new(),
             drop: Vec::new(),
+            vault_hits: Vec::new(),
+            found: Vec::new(),
         }
     }
 
@@ -402,7 +417,14 @@ impl Scanner {
         reader: &mut dyn Read,
         out: &mut Vec<Finding>,
     ) -> io::Result<()> {
-        let overlap = (self.rules.max_window * 2).max(4096);
+        let longest_form = self
+            .options
+            .fingerprints
+            .iter()
+            .map(|f| f.max_form_len())
+            .max()
+            .unwrap_or(0);
+        let overlap = (self.rules.max_window * 2).max(4096).max(longest_form);
         let target = CHUNK + overlap;
         let mut buf = std::mem::take(&mut self.buf);
         if buf.len() < target {
@@ -449,14 +471,35 @@ impl Scanner {
                 drop_redundant(&self.rules, &mut self.matches, &mut self.drop);
             }
             self.matches.retain(|m| m.start < own_end);
-            for m in &self.matches {
-                let (line, column) = if binary {
-                    (1, base + m.start as u64 + 1)
+            self.vault_hits.clear();
+            for (i, set) in self.options.fingerprints.iter().enumerate() {
+                self.found.clear();
+                set.find(hay, own_end, &mut self.found);
+                self.vault_hits.extend(self.found.iter().map(|h| (i, *h)));
+            }
+            self.vault_hits
+                .sort_by_key(|(i, h)| (h.start, *i, h.version));
+            // Findings in order of start, so that lines are counted forwards.
+            let mut locate = |start: usize| {
+                if binary {
+                    (1, base + start as u64 + 1)
                 } else {
-                    advance(hay, &mut cur, base, m.start);
-                    (cur.line, base + m.start as u64 - cur.line_start + 1)
-                };
+                    advance(hay, &mut cur, base, start);
+                    (cur.line, base + start as u64 - cur.line_start + 1)
+                }
+            };
+            let mut vault = self.vault_hits.iter().peekable();
+            for m in &self.matches {
+                while let Some((set, hit)) = vault.next_if(|(_, h)| h.start <= m.start) {
+                    let (line, column) = locate(hit.start);
+                    out.push(self.vault_finding(path, hay, *set, hit, line, column));
+                }
+                let (line, column) = locate(m.start);
                 out.push(self.finding(path, dotenv, hay, *m, line, column));
+            }
+            for (set, hit) in vault {
+                let (line, column) = locate(hit.start);
+                out.push(self.vault_finding(path, hay, *set, hit, line, column));
             }
             if eof {
                 return Ok(());
@@ -505,8 +548,53 @@ impl Scanner {
             secret,
             self.options.show_secrets,
         );
-        let line_lo = memchr::memrchr(b'\n', &hay[..m.start]).map_or(0, |p| p + 1);
-        let line_hi = memchr::memchr(b'\n', &hay[m.start..]).map_or(hay.len(), |p| m.start + p);
+        self.inline_allow(&mut finding, hay, m.start);
+        finding
+    }
+
+    /// The finding for a fingerprinted vault secret: its path and version,
+    /// hashed for the baseline fingerprint; nothing of the value, even with
+    /// `--show-secrets`.
+    fn vault_finding(
+        &self,
+        path: &str,
+        hay: &[u8],
+        set: usize,
+        hit: &FingerprintHit,
+        line: u64,
+        column: u64,
+    ) -> Finding {
+        let set = &self.options.fingerprints[set];
+        let v = &set.versions()[hit.version];
+        let form = match hit.encoding {
+            Encoding::Raw => String::new(),
+            other => format!(", {other}"),
+        };
+        let message = format!(
+            "the value of vault secret {} (version {}{form})",
+            v.path, v.version
+        );
+        let identity = format!("{}#{}", v.path, v.version);
+        let mut finding = Finding::new(
+            FindingKind::VaultSecret.as_str(),
+            FindingKind::VaultSecret,
+            path,
+            line,
+            column,
+            Severity::Critical,
+            message,
+            identity.as_bytes(),
+            false,
+        );
+        finding.redacted = format!("…({} chars)", hit.len);
+        self.inline_allow(&mut finding, hay, hit.start);
+        finding
+    }
+
+    /// Applies a `tenant-guard:allow ADR-NNN` on the line holding `at`.
+    fn inline_allow(&self, finding: &mut Finding, hay: &[u8], at: usize) {
+        let line_lo = memchr::memrchr(b'\n', &hay[..at]).map_or(0, |p| p + 1);
+        let line_hi = memchr::memchr(b'\n', &hay[at..]).map_or(hay.len(), |p| at + p);
         match inline_allow(&hay[line_lo..line_hi]) {
             InlineAllow::None => {}
             InlineAllow::MissingId => {
@@ -517,14 +605,13 @@ impl Scanner {
             }
             InlineAllow::Id(id) => {
                 suppress(
-                    &mut finding,
+                    finding,
                     SuppressionSource::Inline,
                     &id,
                     &self.options.exception_check,
                 );
             }
         }
-        finding
     }
 }
 

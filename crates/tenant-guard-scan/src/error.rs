@@ -48,6 +48,15 @@ pub enum Error {
     /// its withdrawal date is in the past).
     #[error("exception: {0}")]
     Exception(String),
+    /// A fingerprint file is unreadable, of an unknown format or version, or
+    /// malformed.
+    #[error("fingerprints {origin}: {problem}")]
+    Fingerprints {
+        /// Where the text came from (a file name).
+        origin: String,
+        /// What is wrong with it (with the line number when there is one).
+        problem: String,
+    },
     /// A path given to scan does not exist.
     #[error("no such file or directory: {0}")]
     NoSuchPath(PathBuf),

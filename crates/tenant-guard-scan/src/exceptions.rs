@@ -346,15 +346,38 @@ impl Register {
     /// The id after the highest one in use, with at least three digits
     /// (`ADR-001` for an empty register).
     pub fn next_id(&self) -> ExceptionId {
+        // An id may have any number of digits: compare them as numbers of
+        // any size (without leading zeros: by length, then digit by digit),
+        // so that a huge id neither overflows nor is overlooked.
         let highest = self
             .exceptions
             .iter()
-            .filter_map(|e| e.id.as_str()["ADR-".len()..].parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        let id = format!("ADR-{:03}", highest + 1);
+            .map(|e| e.id.as_str()["ADR-".len()..].trim_start_matches('0'))
+            .max_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)))
+            .unwrap_or("");
+        let id = format!("ADR-{:0>3}", increment_decimal(highest));
         ExceptionId::parse(&id).unwrap_or_else(|| unreachable!("{id} is well-formed"))
     }
+}
+
+/// `digits` (ASCII decimal digits, `""` for zero) plus one, in decimal.
+fn increment_decimal(digits: &str) -> String {
+    let mut out = digits.as_bytes().to_vec();
+    let mut i = out.len();
+    loop {
+        if i == 0 {
+            out.insert(0, b'1');
+            break;
+        }
+        i -= 1;
+        if out[i] == b'9' {
+            out[i] = b'0';
+        } else {
+            out[i] += 1;
+            break;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| unreachable!("ASCII digits"))
 }
 
 /// What `tenant-guard adr new` records: an entry without its id and date.
@@ -920,5 +943,32 @@ Free text before the first entry is ignored.
             append_exception("r", "## ADR-1: x\n", &draft, today),
             Err(Error::Register { .. })
         ));
+    }
+
+    /// Found by the `exceptions_register` fuzz target: an id past `u64::MAX`
+    /// overflowed (debug) or was skipped, and the next id could collide.
+    #[test]
+    fn next_id_after_ids_of_any_size() {
+        let entry = |id: &str| {
+            format!(
+                "## ADR-{id}: t\n- Date: 2026-01-01\n- Context: c\n- Cause: c\n- Decision: d\n- Withdrawal: p by 2027-01-01\n\n"
+            )
+        };
+        let next = |ids: &[&str]| {
+            let text: String = ids.iter().map(|id| entry(id)).collect();
+            Register::parse(&text)
+                .unwrap()
+                .next_id()
+                .as_str()
+                .to_string()
+        };
+        assert_eq!(next(&["18446744073709551615"]), "ADR-18446744073709551616");
+        assert_eq!(
+            next(&["99999999999999999999999", "005"]),
+            "ADR-100000000000000000000000"
+        );
+        assert_eq!(next(&["0099", "012"]), "ADR-100");
+        assert_eq!(next(&["000"]), "ADR-001");
+        assert_eq!(next(&["009"]), "ADR-010");
     }
 }

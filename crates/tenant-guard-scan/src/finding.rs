@@ -22,6 +22,10 @@ pub enum FindingKind {
     ArchiveLimit,
     /// A file or archive entry that could not be read.
     Unreadable,
+    /// The value of a vault secret, recognised by its fingerprint
+    /// (`scan --fingerprints`). Reported with the secret's path and version,
+    /// never with any part of the value.
+    VaultSecret,
 }
 
 impl FindingKind {
@@ -33,6 +37,7 @@ impl FindingKind {
             FindingKind::PathTraversal => "path-traversal",
             FindingKind::ArchiveLimit => "archive-limit",
             FindingKind::Unreadable => "unreadable",
+            FindingKind::VaultSecret => "vault-secret",
         }
     }
 }

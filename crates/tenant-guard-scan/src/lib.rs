@@ -39,6 +39,11 @@
 //!
 //! Walk paths with [`scan_paths`], or with [`walk`] and your own [`Visitor`]
 //! to see the same decoded content (archive entries included).
+//!
+//! Known values are searched in their raw and encoded forms by
+//! [`CanarySet`] (canaries the caller holds) and by [`FingerprintSet`]
+//! (real secrets recognised by keyed hashes, from a file written with
+//! [`FingerprintBuilder`]; set them with [`ScanOptions::fingerprints`]).
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
@@ -53,6 +58,7 @@ mod engine;
 mod error;
 mod exceptions;
 mod finding;
+mod fingerprint;
 mod report;
 mod rules;
 mod suppress;
@@ -75,6 +81,10 @@ pub use crate::{
         Register, RegisterProblem, append_exception, check_register,
     },
     finding::{Finding, FindingKind, RevealedSecret},
+    fingerprint::{
+        Added, FINGERPRINT_FORMAT, FINGERPRINT_FORMAT_VERSION, FingerprintBuilder, FingerprintHit,
+        FingerprintSet, FingerprintedVersion, GRAM, MIN_FINGERPRINT_LEN, STRIDE,
+    },
     report::{Format, ReportOptions, write_report},
     rules::{
         DEFAULT_MAX_MATCH_LEN, FollowedBy, Rule, RuleSet, Severity, builtin_rules, parse_rules,

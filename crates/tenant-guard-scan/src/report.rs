@@ -218,6 +218,11 @@ fn sarif(report: &ScanReport, rules: &RuleSet) -> Value {
             Severity::Info,
             "A file or archive entry that could not be read",
         ),
+        (
+            FindingKind::VaultSecret,
+            Severity::Critical,
+            "The value of a vault secret, recognised by its fingerprint",
+        ),
     ] {
         descriptors.insert(
             kind.as_str().into(),

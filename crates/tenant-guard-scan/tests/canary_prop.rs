@@ -1,13 +1,20 @@
-//! Property tests of the encoded-canary matcher: random canaries in random
-//! encodings at random offsets of random data, sometimes inside a gzip
-//! stream or a tar archive, are found; random data without one gives nothing.
+//! Property tests of the encoded-value matchers, the canary matcher and the
+//! vault-secret fingerprints: random values in random encodings at random
+//! offsets of random data, sometimes inside a gzip stream or a tar archive,
+//! are found; random data without one gives nothing.
 
 use std::io::Write;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use proptest::prelude::*;
-use tenant_guard_scan::{ArchiveLimits, Canary, CanarySet, find_canaries};
+use std::io::Read;
+use std::sync::Arc;
+
+use tenant_guard_scan::{
+    ArchiveLimits, Canary, CanarySet, Finding, FindingKind, FingerprintBuilder, FingerprintSet,
+    RuleSet, ScanOptions, Scanner, Visitor, find_canaries, visit_bytes,
+};
 
 /// How a canary is written into the file, encoded independently of the
 /// matcher's own code.
@@ -224,6 +231,96 @@ proptest! {
         let set = set_of(&values);
         let (bytes, display) = wrap(data, w);
         let found = find_canaries(&set, display, &bytes, ArchiveLimits::default());
+        prop_assert!(found.is_empty(), "{found:?}");
+    }
+}
+
+fn fingerprints_of(values: &[Vec<u8>]) -> Arc<FingerprintSet> {
+    let mut b = FingerprintBuilder::new("acme");
+    for (i, v) in values.iter().enumerate() {
+        b.add(&format!("tenant/acme/s{i}"), 1, v);
+    }
+    let mut file = Vec::new();
+    b.write(&mut file, "2026-11-23T00:00:00Z").unwrap();
+    Arc::new(FingerprintSet::read("prop", &mut &file[..]).unwrap())
+}
+
+/// Scans with no rules but the fingerprints, through archives.
+struct ScanVisitor {
+    scanner: Scanner,
+    found: Vec<Finding>,
+}
+
+impl Visitor for ScanVisitor {
+    fn content(&mut self, path: &str, content: &mut dyn Read) -> std::io::Result<()> {
+        self.scanner.scan_reader(path, content, &mut self.found)
+    }
+
+    fn notice(&mut self, _finding: Finding) {}
+}
+
+fn scan_with_fingerprints(set: Arc<FingerprintSet>, display: &str, bytes: &[u8]) -> Vec<Finding> {
+    let rules = Arc::new(RuleSet::new(Vec::new()).unwrap());
+    let mut v = ScanVisitor {
+        scanner: Scanner::new(rules, ScanOptions::default().fingerprints(set)),
+        found: Vec::new(),
+    };
+    visit_bytes(display, bytes, ArchiveLimits::default(), &mut v);
+    v.found
+}
+
+/// Printable ASCII values long enough to be fingerprinted.
+fn secret_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(0x21u8..0x7f, 28..64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn every_encoded_fingerprinted_secret_is_found(
+        values in prop::collection::vec(secret_strategy(), 1..4),
+        pick in any::<prop::sample::Index>(),
+        enc in enc_strategy(),
+        data in data_strategy(4096),
+        at in any::<prop::sample::Index>(),
+        noise in prop::collection::vec(any::<u8>(), 12),
+        w in wrap_strategy(),
+    ) {
+        let set = fingerprints_of(&values);
+        let which = pick.index(values.len());
+        let form = encode(&values[which], enc, &noise);
+        let offset = if data.is_empty() { 0 } else { at.index(data.len() + 1) };
+        let mut file = data[..offset].to_vec();
+        file.extend_from_slice(&form);
+        file.extend_from_slice(&data[offset..]);
+        let (bytes, expected_path) = wrap(file, w);
+        let display = if matches!(w, Wrap::Tar | Wrap::TarGz) { "out/a.tar" } else { expected_path };
+        let found = scan_with_fingerprints(set, display, &bytes);
+        let want = format!("tenant/acme/s{which} (version 1");
+        prop_assert!(
+            found.iter().any(|f| f.kind == FindingKind::VaultSecret
+                && f.path == expected_path
+                && f.message.contains(&want)),
+            "secret {which} in {enc:?} at {offset} ({w:?}) not found: {found:?}"
+        );
+        for f in &found {
+            prop_assert!(f.message.contains(&want), "{f:?}");
+            // Nothing of the value is reported.
+            let text = format!("{f:?}");
+            prop_assert!(!text.as_bytes().windows(12).any(|w| values[which].windows(12).any(|v| v == w)));
+        }
+    }
+
+    #[test]
+    fn random_data_without_a_fingerprinted_secret_gives_nothing(
+        values in prop::collection::vec(secret_strategy(), 1..4),
+        data in data_strategy(8192),
+        w in wrap_strategy(),
+    ) {
+        let set = fingerprints_of(&values);
+        let (bytes, display) = wrap(data, w);
+        let found = scan_with_fingerprints(set, display, &bytes);
         prop_assert!(found.is_empty(), "{found:?}");
     }
 }

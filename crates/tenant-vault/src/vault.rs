@@ -767,7 +767,15 @@ impl Vault {
     fn read(&self, path: &SecretPath, which: VersionSelector) -> Result<VersionedSecret> {
         let root = self.root()?;
         let slug = path.slug();
-        let found = match self.store.version(slug, path.name(), which)? {
+        // A damaged page under this secret's row is reported as this secret's.
+        let lookup = self
+            .store
+            .version(slug, path.name(), which)
+            .map_err(|e| match e {
+                Error::Integrity(what) => Error::Integrity(format!("`{path}`: {what}")),
+                other => other,
+            })?;
+        let found = match lookup {
             Lookup::NoScope => return Err(Error::ScopeNotFound(slug.to_string())),
             Lookup::NoSecret => return Err(Error::SecretNotFound(path.to_string())),
             Lookup::Found(f) => f,

@@ -138,9 +138,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );",
 ];
 
-/// Maps a backend error to [`Error::Storage`] with what was being done.
+/// Maps a backend error to [`Error::Storage`] with what was being done, or
+/// to [`Error::Integrity`] when SQLite found the file damaged (a page or the
+/// header that does not parse): that is not a passing failure to retry.
 fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
-    move |e| Error::storage(context, e)
+    move |e| {
+        if matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        ) {
+            Error::Integrity(format!("the database ({context}: {e})"))
+        } else {
+            Error::storage(context, e)
+        }
+    }
 }
 
 /// A vault store in one SQLite database file.
@@ -164,9 +175,17 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its
-    /// schema up to date.
+    /// schema up to date. A file that is damaged is an [`Error::Integrity`]
+    /// naming it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_owned();
+        let path = path.as_ref();
+        Self::open_file(path.to_owned()).map_err(|e| match e {
+            Error::Integrity(what) => Error::Integrity(format!("{}: {what}", path.display())),
+            other => other,
+        })
+    }
+
+    fn open_file(path: PathBuf) -> Result<Self> {
         let mut writer = Connection::open(&path).map_err(db("opening the database"))?;
         configure(&writer).map_err(db("configuring the database"))?;
         let mode: String = writer
