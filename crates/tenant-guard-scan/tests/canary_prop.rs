@@ -191,6 +191,31 @@ fn set_of(values: &[Vec<u8>]) -> CanarySet {
     .unwrap()
 }
 
+/// `data` with `form` inserted at a random offset, wrapped: (bytes, the name
+/// to walk them as, the path a match must be reported at, the offset).
+fn plant(
+    form: &[u8],
+    data: &[u8],
+    at: prop::sample::Index,
+    w: Wrap,
+) -> (Vec<u8>, &'static str, &'static str, usize) {
+    let offset = if data.is_empty() {
+        0
+    } else {
+        at.index(data.len() + 1)
+    };
+    let mut file = data[..offset].to_vec();
+    file.extend_from_slice(form);
+    file.extend_from_slice(&data[offset..]);
+    let (bytes, expected_path) = wrap(file, w);
+    let display = if matches!(w, Wrap::Tar | Wrap::TarGz) {
+        "out/a.tar"
+    } else {
+        expected_path
+    };
+    (bytes, display, expected_path, offset)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -207,12 +232,7 @@ proptest! {
         let set = set_of(&values);
         let which = pick.index(values.len());
         let form = encode(&values[which], enc, &noise);
-        let offset = if data.is_empty() { 0 } else { at.index(data.len() + 1) };
-        let mut file = data[..offset].to_vec();
-        file.extend_from_slice(&form);
-        file.extend_from_slice(&data[offset..]);
-        let (bytes, expected_path) = wrap(file, w);
-        let display = if matches!(w, Wrap::Tar | Wrap::TarGz) { "out/a.tar" } else { expected_path };
+        let (bytes, display, expected_path, offset) = plant(&form, &data, at, w);
         let found = find_canaries(&set, display, &bytes, ArchiveLimits::default());
         prop_assert!(
             found.iter().any(|(p, m)| m.canary == which && p == expected_path),
@@ -290,12 +310,7 @@ proptest! {
         let set = fingerprints_of(&values);
         let which = pick.index(values.len());
         let form = encode(&values[which], enc, &noise);
-        let offset = if data.is_empty() { 0 } else { at.index(data.len() + 1) };
-        let mut file = data[..offset].to_vec();
-        file.extend_from_slice(&form);
-        file.extend_from_slice(&data[offset..]);
-        let (bytes, expected_path) = wrap(file, w);
-        let display = if matches!(w, Wrap::Tar | Wrap::TarGz) { "out/a.tar" } else { expected_path };
+        let (bytes, display, expected_path, offset) = plant(&form, &data, at, w);
         let found = scan_with_fingerprints(set, display, &bytes);
         let want = format!("tenant/acme/s{which} (version 1");
         prop_assert!(
