@@ -633,12 +633,11 @@ impl FingerprintSet {
     }
 
     /// Appends to `out` every fingerprinted form in `hay` that starts before
-    /// `own_end` and ends inside `hay`, in order of start.
+    /// `own_end` and ends inside `hay`, in no particular order.
     pub fn find(&self, hay: &[u8], own_end: usize, out: &mut Vec<FingerprintHit>) {
         if hay.len() < GRAM || self.forms.is_empty() {
             return;
         }
-        let first = out.len();
         let tag_shift = 64 - self.tag_bits;
         // A form starting at `q < own_end` has one window at an offset below
         // STRIDE on the grid of multiples of STRIDE.
@@ -658,7 +657,6 @@ impl FingerprintSet {
         for &(p, h) in &passed {
             self.confirm(hay, own_end, p, h, h >> tag_shift, out);
         }
-        out[first..].sort_unstable_by_key(|h| (h.start, h.version));
     }
 
     #[cold]
