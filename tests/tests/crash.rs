@@ -15,9 +15,9 @@
 //!   absent, now and in every later cycle; a write refused by check-and-set
 //!   never appears;
 //! - the audit chain verifies (`VerifyAudit`), and at the end also offline
-//!   with `secret-mcp audit verify`; every acknowledged put has its audit
-//!   record (a write that landed unanswered may lack one: the put commits
-//!   before its record is written; those are counted and reported).
+//!   with `secret-mcp audit verify`; every put that is there, acknowledged
+//!   or not, has its audit record (the store commits the record in the
+//!   put's own transaction).
 //!
 //! `TV_CRASH_CYCLES` sets the number of kill cycles (default 4; the full run
 //! uses 20 or more), `TV_CRASH_SEED` the seed of the values and kill times
@@ -301,8 +301,6 @@ struct Tally {
     cas_refused: usize,
     in_flight_landed: usize,
     in_flight_absent: usize,
-    /// In-flight writes that landed without their audit record.
-    landed_unaudited: usize,
     versions_checked: usize,
 }
 
@@ -317,7 +315,7 @@ async fn check(
     cycle: usize,
 ) {
     // The audit trail's successful puts, read before this check adds its
-    // own records: every acknowledged put was audited before it was answered.
+    // own records: every put is committed with its record.
     let audited: HashSet<(String, u64)> = operator
         .audit_tail(10_000)
         .await
@@ -431,11 +429,12 @@ async fn check(
                         );
                     }
                     tally.in_flight_landed += 1;
-                    if !audited.contains(&(path(p).to_string(), v)) {
-                        // Documented: the put commits, then its record is
-                        // written; a kill in between leaves it unaudited.
-                        tally.landed_unaudited += 1;
-                    }
+                    assert!(
+                        audited.contains(&(path(p).to_string(), v)),
+                        "cycle {cycle}: an unanswered put that landed (path {} version {v}) is \
+                         not in the audit trail",
+                        w.path
+                    );
                     known.durable[p].insert(v, w.hash);
                 }
                 None => {
@@ -589,13 +588,12 @@ async fn acknowledged_writes_survive_sigkill() {
     println!("crash: offline `audit verify`: {}", out.trim());
     println!(
         "crash: seed {seed}: {cycles} SIGKILL cycles in {:.1} s: {} writes acknowledged, {} refused by \
-         check-and-set, in flight at the kill: {} landed whole ({} of them with no audit record), {} absent; \
+         check-and-set, in flight at the kill: {} landed whole, each with its audit record, {} absent; \
          {} version reads checked; audit chain intact ({last_records} records)",
         started.elapsed().as_secs_f64(),
         tally.acked,
         tally.cas_refused,
         tally.in_flight_landed,
-        tally.landed_unaudited,
         tally.in_flight_absent,
         tally.versions_checked
     );

@@ -7,14 +7,24 @@
 //! deleting or reordering a stored record breaks the chain at that record.
 //!
 //! Writing is fail-closed. A mutation first flushes every pending record
-//! (if that fails, nothing is changed) and then waits for its own record to
-//! be written before it returns; a read's record is appended to a buffer that
-//! is written in groups by a writer thread (woken every 128 records, and at
-//! the latest 50 ms later), and once writing fails every request is refused
-//! until the trail can be written again.
+//! (if that fails, nothing is changed); its own record is then appended by
+//! the store inside the mutation's transaction, so a change is never stored
+//! without its record (see [`Pending`]). A refused mutation's record is
+//! written before the refusal is returned. A read's record is appended to a
+//! buffer that is written in groups by a writer thread (woken every 128
+//! records, and at the latest 50 ms later), and once writing fails every
+//! request is refused until the trail can be written again.
+//!
+//! The JSON-lines file is a copy of the stored chain from the point the file
+//! was started: after every write the records past the file's last one are
+//! read back from the store and appended, in order, so the file stays a
+//! contiguous, verifiable slice of the chain even when records were
+//! committed by a mutation's own transaction, by another process sharing the
+//! store, or just before a crash (the copy catches up when the vault opens).
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -33,6 +43,53 @@ const GROUP: usize = 128;
 const BACKLOG: usize = 65_536;
 /// Longest time a read's record waits in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// Records read back from the store per query when copying to the file.
+const COPY_PAGE: usize = 1024;
+
+/// A mutation's audit record on its way into the store, which appends it in
+/// the mutation's own transaction when the change applies. The vault marks
+/// it written when the store reports the change applied; anything else
+/// (a refusal, an error) the session records itself.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    entry: AuditEntry,
+    written: Cell<bool>,
+}
+
+impl Pending {
+    pub(crate) fn new(entry: AuditEntry) -> Self {
+        Pending {
+            entry,
+            written: Cell::new(false),
+        }
+    }
+
+    /// The entry to hand to the store, if there is one.
+    pub(crate) fn entry(p: Option<&Pending>) -> Option<&AuditEntry> {
+        p.map(|p| &p.entry)
+    }
+
+    /// Marks the record as committed with the change.
+    pub(crate) fn written(p: Option<&Pending>) {
+        if let Some(p) = p {
+            p.written.set(true);
+        }
+    }
+
+    pub(crate) fn is_written(&self) -> bool {
+        self.written.get()
+    }
+
+    /// The record of an outcome the store did not append.
+    pub(crate) fn into_entry(self, version: Option<u64>, outcome: String) -> AuditEntry {
+        AuditEntry {
+            version,
+            outcome,
+            ..self.entry
+        }
+    }
+}
 
 /// The hash of record `seq` following `prev`.
 pub(crate) fn chain_hash(prev: &[u8], seq: u64, e: &AuditEntry) -> [u8; 32] {
@@ -230,13 +287,64 @@ pub fn verify_audit_file(path: &Path) -> Result<Result<u64, AuditProblem>> {
     Ok(Ok(expected - start))
 }
 
+/// The JSON-lines copy of the chain and the last record it holds.
+struct Sink {
+    file: File,
+    seq: u64,
+}
+
+impl Sink {
+    /// Appends the stored records past the file's last one.
+    fn catch_up(&mut self, store: &dyn Store) -> Result<()> {
+        loop {
+            let records = store.audit_records(self.seq, COPY_PAGE)?;
+            let Some(last) = records.last().map(|r| r.seq) else {
+                return Ok(());
+            };
+            let mut text = String::new();
+            for r in &records {
+                text.push_str(&audit_record_json(r));
+                text.push('\n');
+            }
+            self.file
+                .write_all(text.as_bytes())
+                .and_then(|()| self.file.flush())
+                .map_err(|e| Error::storage("writing the audit file", e))?;
+            self.seq = last;
+            if records.len() < COPY_PAGE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The sequence number of the last record in an audit file, if it has one.
+fn last_seq_in(file: &mut File) -> Result<Option<u64>> {
+    let err = |e| Error::storage("reading the audit file", e);
+    let len = file.seek(SeekFrom::End(0)).map_err(err)?;
+    let from = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(from)).map_err(err)?;
+    let mut tail = String::new();
+    file.read_to_string(&mut tail).map_err(err)?;
+    let Some(line) = tail.lines().rev().find(|l| !l.trim().is_empty()) else {
+        return Ok(None);
+    };
+    serde_json::from_str::<Line>(line)
+        .ok()
+        .and_then(Line::into_record)
+        .map(|r| Some(r.seq))
+        .ok_or_else(|| {
+            Error::InvalidArgument("the audit file's last line is not an audit record".into())
+        })
+}
+
 struct Inner {
     store: Arc<dyn Store>,
     pending: Mutex<Vec<AuditEntry>>,
     /// Wakes the writer thread when a group is pending.
     wake: Condvar,
     /// Serializes writing so records keep their order.
-    writing: Mutex<Option<File>>,
+    writing: Mutex<Option<Sink>>,
     /// Set while the trail cannot be written.
     failed: AtomicBool,
 }
@@ -245,27 +353,23 @@ impl Inner {
     fn flush(&self) -> Result<()> {
         let mut sink = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        if batch.is_empty() {
-            self.failed.store(false, Ordering::SeqCst);
-            return Ok(());
-        }
-        let written = self.store.append_audit(&batch).and_then(|records| {
-            if let Some(f) = sink.as_mut() {
-                let mut text = String::new();
-                for r in &records {
-                    text.push_str(&audit_record_json(r));
-                    text.push('\n');
-                }
-                f.write_all(text.as_bytes())
-                    .and_then(|()| f.flush())
-                    .map_err(|e| Error::storage("writing the audit file", e))?;
-            }
+        let appended = if batch.is_empty() {
             Ok(())
+        } else {
+            self.store.append_audit(&batch).map(drop)
+        };
+        let written = appended.and_then(|()| match sink.as_mut() {
+            Some(sink) => sink.catch_up(&*self.store),
+            None => Ok(()),
         });
         match written {
             Ok(()) => {
                 self.failed.store(false, Ordering::SeqCst);
                 Ok(())
+            }
+            Err(e) if batch.is_empty() => {
+                self.failed.store(true, Ordering::SeqCst);
+                Err(Error::AuditUnavailable(e.to_string()))
             }
             Err(e) => {
                 // Keep the records, in order, ahead of anything newer.
@@ -288,13 +392,32 @@ pub(crate) struct Auditor {
 impl Auditor {
     pub(crate) fn new(store: Arc<dyn Store>, file: Option<&PathBuf>) -> Result<Auditor> {
         let sink = match file {
-            Some(p) => Some(
-                OpenOptions::new()
+            Some(p) => {
+                let mut file = OpenOptions::new()
                     .create(true)
+                    .read(true)
                     .append(true)
                     .open(p)
-                    .map_err(|e| Error::storage("opening the audit file", e))?,
-            ),
+                    .map_err(|e| Error::storage("opening the audit file", e))?;
+                // Continue the file where it stops (copying what was
+                // committed after it, say before a crash); a new file starts
+                // at the current end of the chain. A file that runs ahead of
+                // the store belongs to another vault: it is not continued.
+                let stored = store.last_audit_seq()?;
+                let seq = match last_seq_in(&mut file)? {
+                    Some(seq) if seq <= stored => seq,
+                    Some(seq) => {
+                        return Err(Error::InvalidArgument(format!(
+                            "the audit file {} ends at record {seq}, past this vault's last record ({stored}): it is another vault's",
+                            p.display()
+                        )));
+                    }
+                    None => stored,
+                };
+                let mut sink = Sink { file, seq };
+                sink.catch_up(&*store)?;
+                Some(sink)
+            }
             None => None,
         };
         let inner = Arc::new(Inner {
@@ -360,7 +483,8 @@ impl Auditor {
         self.inner.flush()
     }
 
-    /// Records a mutation's outcome and waits until it is written.
+    /// Records a mutation's outcome (one its store did not append) and waits
+    /// until it is written.
     pub(crate) fn record_now(&self, entry: AuditEntry) -> Result<()> {
         self.inner
             .pending

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use crate::access::{Capability, OperatorPolicy, Policy, Principal, Role};
+use crate::audit::Pending;
 use crate::error::{Error, Result};
 use crate::path::{ListPrefix, SecretPath, Slug};
 use crate::secret::Secret;
-use crate::store::{AuditEntry, LimitChange, Limits, ScopeKind, Timestamp};
+use crate::store::{AuditEntry, LimitChange, Limits, ScopeKind, Timestamp, VersionChange};
 use crate::vault::{
     ListPage, MetadataUpdate, ScopeCreated, ScopeInfo, ScopeStatus, SecretMetadata, Vault,
     VersionedSecret,
@@ -329,30 +330,45 @@ impl<'v> Session<'v> {
 
     /// Runs an authorized request and audits its outcome. A read's record
     /// is accepted (buffered) before its result is returned. A mutation first
-    /// writes every pending record (if that fails, nothing changes) and
-    /// waits for its own record to be written before returning.
+    /// writes every pending record (if that fails, nothing changes); `f`
+    /// hands its record to the store, which commits it with the change; a
+    /// refusal or failure is recorded, and written, before it is returned.
     fn run<T>(
         &self,
         effect: Effect,
         op: &str,
         tenant: &str,
         path: String,
-        f: impl FnOnce() -> Result<T>,
+        f: impl FnOnce(Option<&Pending>) -> Result<T>,
         version: impl Fn(&T) -> Option<u64>,
     ) -> Result<T> {
-        if effect == Effect::Mutate {
-            self.vault.auditor().flush()?;
+        if effect == Effect::Read {
+            let r = f(None);
+            let (v, outcome) = match &r {
+                Ok(t) => (version(t), "ok".to_owned()),
+                Err(e) => (None, outcome_of(e)),
+            };
+            self.vault
+                .auditor()
+                .record(self.entry(op, tenant, path, v, outcome))?;
+            return r;
         }
-        let r = f();
+        self.vault.auditor().flush()?;
+        let pending = Pending::new(self.entry(op, tenant, path, None, "ok".to_owned()));
+        let r = f(Some(&pending));
+        if pending.is_written() && r.is_ok() {
+            // Committed with the change; a failure to copy it to the audit
+            // file is remembered and refuses the next request.
+            let _ = self.vault.auditor().flush();
+            return r;
+        }
         let (v, outcome) = match &r {
             Ok(t) => (version(t), "ok".to_owned()),
             Err(e) => (None, outcome_of(e)),
         };
-        let entry = self.entry(op, tenant, path, v, outcome);
-        match effect {
-            Effect::Read => self.vault.auditor().record(entry)?,
-            Effect::Mutate => self.vault.auditor().record_now(entry)?,
-        }
+        self.vault
+            .auditor()
+            .record_now(pending.into_entry(v, outcome))?;
         r
     }
 
@@ -363,7 +379,7 @@ impl<'v> Session<'v> {
         path: String,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        self.run(Effect::Read, op, tenant, path, f, |_| None)
+        self.run(Effect::Read, op, tenant, path, |_| f(), |_| None)
     }
 
     fn mutate<T>(
@@ -371,7 +387,7 @@ impl<'v> Session<'v> {
         op: &str,
         tenant: &str,
         path: String,
-        f: impl FnOnce() -> Result<T>,
+        f: impl FnOnce(Option<&Pending>) -> Result<T>,
     ) -> Result<T> {
         self.run(Effect::Mutate, op, tenant, path, f, |_| None)
     }
@@ -383,7 +399,7 @@ impl<'v> Session<'v> {
         cap: Capability,
         path: &SecretPath,
         effect: Effect,
-        f: impl FnOnce() -> Result<T>,
+        f: impl FnOnce(Option<&Pending>) -> Result<T>,
         version: impl Fn(&T) -> Option<u64>,
     ) -> Result<T> {
         let (t, p) = (path.slug().as_str(), path.to_string());
@@ -402,7 +418,7 @@ impl<'v> Session<'v> {
             Capability::Read,
             path,
             Effect::Read,
-            || self.vault.get(path),
+            |_| self.vault.get(path),
             |s| Some(s.version),
         )
     }
@@ -414,7 +430,7 @@ impl<'v> Session<'v> {
             Capability::Read,
             path,
             Effect::Read,
-            || self.vault.get_version(path, version),
+            |_| self.vault.get_version(path, version),
             |s| Some(s.version),
         )
     }
@@ -426,7 +442,7 @@ impl<'v> Session<'v> {
             Capability::Write,
             path,
             Effect::Mutate,
-            || self.vault.put(path, value, cas),
+            |a| self.vault.put_audited(path, value, cas, a),
             |v| Some(*v),
         )
     }
@@ -525,7 +541,7 @@ impl<'v> Session<'v> {
         cap: Capability,
         path: &SecretPath,
         versions: &[u64],
-        f: impl FnOnce() -> Result<Vec<u64>>,
+        f: impl FnOnce(Option<&Pending>) -> Result<Vec<u64>>,
     ) -> Result<Vec<u64>> {
         let single = (versions.len() == 1).then(|| versions[0]);
         self.on_secret(op, cap, path, Effect::Mutate, f, |vs| {
@@ -535,22 +551,24 @@ impl<'v> Session<'v> {
 
     /// Soft-deletes versions (see [`Vault::delete`]).
     pub fn delete(&self, path: &SecretPath, versions: &[u64]) -> Result<Vec<u64>> {
-        self.versions_op("delete", Capability::Delete, path, versions, || {
-            self.vault.delete(path, versions)
+        self.versions_op("delete", Capability::Delete, path, versions, |a| {
+            let at = VersionChange::Delete(Timestamp::now());
+            self.vault.change(path, versions, at, a)
         })
     }
 
     /// Restores versions (see [`Vault::undelete`]).
     pub fn undelete(&self, path: &SecretPath, versions: &[u64]) -> Result<Vec<u64>> {
-        self.versions_op("undelete", Capability::Delete, path, versions, || {
-            self.vault.undelete(path, versions)
+        self.versions_op("undelete", Capability::Delete, path, versions, |a| {
+            self.vault
+                .change(path, versions, VersionChange::Undelete, a)
         })
     }
 
     /// Destroys versions (see [`Vault::destroy`]).
     pub fn destroy(&self, path: &SecretPath, versions: &[u64]) -> Result<Vec<u64>> {
-        self.versions_op("destroy", Capability::Destroy, path, versions, || {
-            self.vault.destroy(path, versions)
+        self.versions_op("destroy", Capability::Destroy, path, versions, |a| {
+            self.vault.change(path, versions, VersionChange::Destroy, a)
         })
     }
 
@@ -566,7 +584,7 @@ impl<'v> Session<'v> {
             "metadata",
             t,
             p,
-            || self.vault.metadata(path),
+            |_| self.vault.metadata(path),
             |m| Some(m.current_version),
         )
     }
@@ -578,7 +596,7 @@ impl<'v> Session<'v> {
             Capability::Write,
             path,
             Effect::Mutate,
-            || self.vault.update_metadata(path, update),
+            |a| self.vault.update_metadata_audited(path, update, a),
             |_| None,
         )
     }
@@ -588,8 +606,8 @@ impl<'v> Session<'v> {
     /// Creates a tenant (operators).
     pub fn create_scope(&self, slug: &Slug, kind: ScopeKind) -> Result<ScopeCreated> {
         self.admit("create-scope", slug.as_str(), "", || self.may_operate())?;
-        self.mutate("create-scope", slug.as_str(), String::new(), || {
-            self.vault.create_scope(slug, kind)
+        self.mutate("create-scope", slug.as_str(), String::new(), |a| {
+            self.vault.create_scope_audited(slug, kind, a)
         })
     }
 
@@ -598,8 +616,8 @@ impl<'v> Session<'v> {
         self.admit("delete-scope", slug.as_str(), "", || {
             self.may_operate_on(slug)
         })?;
-        self.mutate("delete-scope", slug.as_str(), String::new(), || {
-            self.vault.delete_scope(slug)
+        self.mutate("delete-scope", slug.as_str(), String::new(), |a| {
+            self.vault.delete_scope_audited(slug, a)
         })
     }
 
@@ -633,8 +651,8 @@ impl<'v> Session<'v> {
             "rotate-key",
             slug.as_str(),
             String::new(),
-            || {
-                let v = self.vault.rotate_tenant_key(slug)?;
+            |a| {
+                let v = self.vault.rotate_tenant_key_audited(slug, a)?;
                 let moved = if rewrap { self.vault.rewrap(slug)? } else { 0 };
                 Ok((v, moved))
             },
@@ -655,8 +673,8 @@ impl<'v> Session<'v> {
         self.admit("set-limits", slug.as_str(), "", || {
             self.may_operate_on(slug)
         })?;
-        self.mutate("set-limits", slug.as_str(), String::new(), || {
-            self.vault.set_limits(slug, change)
+        self.mutate("set-limits", slug.as_str(), String::new(), |a| {
+            self.vault.set_limits_audited(slug, change, a)
         })
     }
 
@@ -692,17 +710,10 @@ impl<'v> Session<'v> {
                 _ => Ok(()),
             }
         })?;
-        // The mutation's record names the issued token by id (never the token).
-        self.vault.auditor().flush()?;
-        let r = self.vault.issue_token(spec);
-        let (path, outcome) = match &r {
-            Ok(t) => (t.id.clone(), "ok".to_owned()),
-            Err(e) => (String::new(), outcome_of(e)),
-        };
-        self.vault
-            .auditor()
-            .record_now(self.entry("issue-token", tenant, path, None, outcome))?;
-        r
+        // The record names the issued token by id (never the token).
+        self.mutate("issue-token", tenant, String::new(), |a| {
+            self.vault.issue_token(spec, a)
+        })
     }
 
     /// Revokes a token at once. The tenant's last live owner cannot be revoked.
@@ -720,8 +731,8 @@ impl<'v> Session<'v> {
                 None
             }
         };
-        self.mutate("revoke-token", "", id.to_owned(), || {
-            self.vault.revoke_token(id, own_scope.as_ref())
+        self.mutate("revoke-token", "", id.to_owned(), |a| {
+            self.vault.revoke_token(id, own_scope.as_ref(), a)
         })
     }
 

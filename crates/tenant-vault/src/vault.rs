@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::access::{Policy, Principal, Role};
-use crate::audit::{AuditProblem, Auditor};
+use crate::audit::{AuditProblem, Auditor, Pending};
 use crate::session::{
     IssuedToken, Session, TokenInfo, TokenSpec, new_request_id, operator_grants,
     operator_policy_json,
@@ -498,6 +498,15 @@ impl Vault {
     /// Creates a tenant scope with its first data key. Idempotent: for an
     /// existing slug it reports `created: false` and changes nothing.
     pub fn create_scope(&self, slug: &Slug, kind: ScopeKind) -> Result<ScopeCreated> {
+        self.create_scope_audited(slug, kind, None)
+    }
+
+    pub(crate) fn create_scope_audited(
+        &self,
+        slug: &Slug,
+        kind: ScopeKind,
+        audit: Option<&Pending>,
+    ) -> Result<ScopeCreated> {
         let root = self.root()?;
         let id = ScopeId::generate();
         let (key, rec) = self.new_data_key(&root, &id, 1);
@@ -508,12 +517,16 @@ impl Vault {
             created_at: Timestamp::now(),
             active_key_version: 1,
         };
-        match self.store.create_scope(&scope, &rec)? {
+        match self
+            .store
+            .create_scope(&scope, &rec, Pending::entry(audit))?
+        {
             Some(existing) => Ok(ScopeCreated {
                 created: false,
                 scope: existing.into(),
             }),
             None => {
+                Pending::written(audit);
                 self.keys
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -533,11 +546,16 @@ impl Vault {
     /// in the storage files, and a later scope with the same slug gets a new
     /// identity that can never open anything of the old one.
     pub fn delete_scope(&self, slug: &Slug) -> Result<()> {
+        self.delete_scope_audited(slug, None)
+    }
+
+    pub(crate) fn delete_scope_audited(&self, slug: &Slug, audit: Option<&Pending>) -> Result<()> {
         self.root()?;
         let id = self
             .store
-            .delete_scope(slug)?
+            .delete_scope(slug, Pending::entry(audit))?
             .ok_or_else(|| Error::ScopeNotFound(slug.to_string()))?;
+        Pending::written(audit);
         self.forget_keys(&id, None);
         Ok(())
     }
@@ -572,15 +590,30 @@ impl Vault {
     /// readable with their own key until [`Vault::rewrap`]. Returns the new
     /// key version.
     pub fn rotate_tenant_key(&self, slug: &Slug) -> Result<u32> {
-        let root = self.root()?;
-        let scope = self.scope(slug)?;
-        self.add_key_after(&root, &scope, scope.active_key_version)
+        self.rotate_tenant_key_audited(slug, None)
     }
 
-    fn add_key_after(&self, root: &Root, scope: &ScopeRecord, active: u32) -> Result<u32> {
+    pub(crate) fn rotate_tenant_key_audited(
+        &self,
+        slug: &Slug,
+        audit: Option<&Pending>,
+    ) -> Result<u32> {
+        let root = self.root()?;
+        let scope = self.scope(slug)?;
+        self.add_key_after(&root, &scope, scope.active_key_version, audit)
+    }
+
+    fn add_key_after(
+        &self,
+        root: &Root,
+        scope: &ScopeRecord,
+        active: u32,
+        audit: Option<&Pending>,
+    ) -> Result<u32> {
         let version = active + 1;
         let (key, rec) = self.new_data_key(root, &scope.id, version);
-        self.store.add_data_key(&rec)?;
+        self.store.add_data_key(&rec, Pending::entry(audit))?;
+        Pending::written(audit);
         self.keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -683,6 +716,16 @@ impl Vault {
     /// only if the secret does not exist; `cas = Some(n)` only if the current
     /// version is `n`.
     pub fn put(&self, path: &SecretPath, value: &Secret, cas: Option<u64>) -> Result<u64> {
+        self.put_audited(path, value, cas, None)
+    }
+
+    pub(crate) fn put_audited(
+        &self,
+        path: &SecretPath,
+        value: &Secret,
+        cas: Option<u64>,
+        audit: Option<&Pending>,
+    ) -> Result<u64> {
         if value.len() > self.opts.max_value_bytes {
             return Err(Error::ValueTooLarge {
                 size: value.len(),
@@ -710,12 +753,13 @@ impl Vault {
                 ciphertext,
             })
         };
-        match self.store.put(&params, &mut seal)? {
+        match self.store.put(&params, &mut seal, Pending::entry(audit))? {
             PutOutcome::Written {
                 version,
                 key_version,
                 key_encryptions,
             } => {
+                Pending::written(audit);
                 if key_encryptions >= self.opts.key_rotation_after {
                     self.rotate_worn_key(&root, slug, key_version);
                 }
@@ -749,7 +793,7 @@ impl Vault {
     fn rotate_worn_key(&self, root: &Root, slug: &Slug, worn: u32) {
         if let Ok(scope) = self.scope(slug) {
             if scope.active_key_version == worn {
-                let _ = self.add_key_after(root, &scope, worn);
+                let _ = self.add_key_after(root, &scope, worn, None);
             }
         }
     }
@@ -861,17 +905,21 @@ impl Vault {
         })
     }
 
-    fn change(
+    pub(crate) fn change(
         &self,
         path: &SecretPath,
         versions: &[u64],
         change: VersionChange,
+        audit: Option<&Pending>,
     ) -> Result<Vec<u64>> {
         self.root()?;
-        match self
-            .store
-            .change_versions(path.slug(), path.name(), versions, change)?
-        {
+        match self.store.change_versions(
+            path.slug(),
+            path.name(),
+            versions,
+            change,
+            Pending::entry(audit),
+        )? {
             Lookup::NoScope => Err(Error::ScopeNotFound(path.slug().to_string())),
             Lookup::NoSecret => Err(Error::SecretNotFound(path.to_string())),
             Lookup::Found(Changed::NoVersion(version)) => Err(Error::VersionNotFound {
@@ -882,7 +930,10 @@ impl Vault {
                 path: path.to_string(),
                 version,
             }),
-            Lookup::Found(Changed::Versions(vs)) => Ok(vs),
+            Lookup::Found(Changed::Versions(vs)) => {
+                Pending::written(audit);
+                Ok(vs)
+            }
         }
     }
 
@@ -890,19 +941,24 @@ impl Vault {
     /// empty). Returns the versions concerned. Destroyed versions stay as
     /// they are.
     pub fn delete(&self, path: &SecretPath, versions: &[u64]) -> Result<Vec<u64>> {
-        self.change(path, versions, VersionChange::Delete(Timestamp::now()))
+        self.change(
+            path,
+            versions,
+            VersionChange::Delete(Timestamp::now()),
+            None,
+        )
     }
 
     /// Restores soft-deleted versions (the current one when empty). Fails,
     /// changing nothing, if one of them is destroyed.
     pub fn undelete(&self, path: &SecretPath, versions: &[u64]) -> Result<Vec<u64>> {
-        self.change(path, versions, VersionChange::Undelete)
+        self.change(path, versions, VersionChange::Undelete, None)
     }
 
     /// Wipes the ciphertext of the given versions (the current one when
     /// empty) for good; their metadata stays.
     pub fn destroy(&self, path: &SecretPath, versions: &[u64]) -> Result<Vec<u64>> {
-        self.change(path, versions, VersionChange::Destroy)
+        self.change(path, versions, VersionChange::Destroy, None)
     }
 
     /// The secret's metadata and that of each version kept.
@@ -937,6 +993,15 @@ impl Vault {
 
     /// Changes `max_versions` and/or the custom metadata of a secret.
     pub fn update_metadata(&self, path: &SecretPath, update: &MetadataUpdate) -> Result<()> {
+        self.update_metadata_audited(path, update, None)
+    }
+
+    pub(crate) fn update_metadata_audited(
+        &self,
+        path: &SecretPath,
+        update: &MetadataUpdate,
+        audit: Option<&Pending>,
+    ) -> Result<()> {
         self.root()?;
         if let Some(m) = update.max_versions {
             if m == 0 || m > MAX_VERSIONS_LIMIT {
@@ -967,10 +1032,14 @@ impl Vault {
             update.max_versions,
             update.custom.as_ref(),
             Timestamp::now(),
+            Pending::entry(audit),
         )? {
             Lookup::NoScope => Err(Error::ScopeNotFound(path.slug().to_string())),
             Lookup::NoSecret => Err(Error::SecretNotFound(path.to_string())),
-            Lookup::Found(()) => Ok(()),
+            Lookup::Found(()) => {
+                Pending::written(audit);
+                Ok(())
+            }
         }
     }
 
@@ -1090,7 +1159,12 @@ impl Vault {
     }
 
     /// Issues a token (unchecked: [`Session::issue_token`] authorizes).
-    pub(crate) fn issue_token(&self, spec: &TokenSpec) -> Result<IssuedToken> {
+    /// The record names the token by its id, never the token.
+    pub(crate) fn issue_token(
+        &self,
+        spec: &TokenSpec,
+        audit: Option<&Pending>,
+    ) -> Result<IssuedToken> {
         self.root()?;
         let now = Timestamp::now();
         let (kind, role, policy) = match &spec.tenant {
@@ -1139,12 +1213,22 @@ impl Vault {
             expires_at,
             revoked_at: None,
         };
-        match self.store.insert_token(&rec, spec.tenant.as_ref(), now)? {
-            TokenInsert::Inserted => Ok(IssuedToken {
-                id,
-                token: Secret::new(token.as_bytes().to_vec()),
-                expires_at,
-            }),
+        let entry = Pending::entry(audit).map(|e| AuditEntry {
+            path: id.clone(),
+            ..e.clone()
+        });
+        match self
+            .store
+            .insert_token(&rec, spec.tenant.as_ref(), now, entry.as_ref())?
+        {
+            TokenInsert::Inserted => {
+                Pending::written(audit);
+                Ok(IssuedToken {
+                    id,
+                    token: Secret::new(token.as_bytes().to_vec()),
+                    expires_at,
+                })
+            }
             TokenInsert::NoScope => Err(Error::ScopeNotFound(
                 spec.tenant
                     .as_ref()
@@ -1163,9 +1247,20 @@ impl Vault {
         }
     }
 
-    pub(crate) fn revoke_token(&self, id: &str, scope: Option<&ScopeId>) -> Result<()> {
+    pub(crate) fn revoke_token(
+        &self,
+        id: &str,
+        scope: Option<&ScopeId>,
+        audit: Option<&Pending>,
+    ) -> Result<()> {
         self.root()?;
-        match self.store.revoke_token(id, scope, Timestamp::now())? {
+        let outcome =
+            self.store
+                .revoke_token(id, scope, Timestamp::now(), Pending::entry(audit))?;
+        if outcome == TokenRevoke::Revoked {
+            Pending::written(audit);
+        }
+        match outcome {
             TokenRevoke::Revoked | TokenRevoke::AlreadyRevoked => {
                 self.tokens
                     .lock()
@@ -1213,10 +1308,20 @@ impl Vault {
 
     /// Moves a tenant to another plan and/or overrides its limits.
     pub fn set_limits(&self, slug: &Slug, change: &LimitChange) -> Result<()> {
+        self.set_limits_audited(slug, change, None)
+    }
+
+    pub(crate) fn set_limits_audited(
+        &self,
+        slug: &Slug,
+        change: &LimitChange,
+        audit: Option<&Pending>,
+    ) -> Result<()> {
         self.root()?;
-        if !self.store.set_limits(slug, change)? {
+        if !self.store.set_limits(slug, change, Pending::entry(audit))? {
             return Err(Error::ScopeNotFound(slug.to_string()));
         }
+        Pending::written(audit);
         self.tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())

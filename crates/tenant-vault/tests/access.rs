@@ -495,6 +495,52 @@ fn audit_verify_catches_each_kind_of_tampering() {
     );
 }
 
+/// The JSON-lines file is a copy of the stored chain: records committed
+/// while the file was not attached (another process, a crash before the
+/// copy) are copied when it is attached again, and a file that runs ahead
+/// of the vault's chain (another vault's) is refused.
+#[test]
+fn the_audit_file_catches_up_with_the_stored_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("audit.jsonl");
+    let mut with_file = options();
+    with_file.audit_file = Some(jsonl.clone());
+    let tv = vault_with_tenants(with_file.clone(), &["acme"]);
+    let put = |tv: &TestVault, name: &str| {
+        tv.vault
+            .root_session()
+            .put(
+                &path(&format!("tenant/acme/{name}")),
+                &Secret::from("v"),
+                None,
+            )
+            .unwrap();
+    };
+    put(&tv, "a");
+    put(&tv, "b");
+    assert_eq!(tenant_vault::verify_audit_file(&jsonl).unwrap(), Ok(2));
+
+    let tv = tv.reopen(options());
+    put(&tv, "c");
+    put(&tv, "d");
+    assert_eq!(tenant_vault::verify_audit_file(&jsonl).unwrap(), Ok(2));
+
+    let tv = tv.reopen(with_file.clone());
+    assert_eq!(tenant_vault::verify_audit_file(&jsonl).unwrap(), Ok(4));
+    put(&tv, "e");
+    assert_eq!(tenant_vault::verify_audit_file(&jsonl).unwrap(), Ok(5));
+    assert_eq!(tv.vault.verify_audit().unwrap(), Ok(5));
+
+    // Another vault, with a shorter chain, refuses this file.
+    let other = key_file_vault(options());
+    let store = SqliteStore::open(other.db_path()).unwrap();
+    match Vault::open(store, &Unlock::KeyFile(other.key_file()), with_file) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("another vault"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("another vault's audit file was continued"),
+    }
+}
+
 #[test]
 fn the_audit_trail_fails_closed() {
     let tv = setup(&["acme"]);

@@ -427,6 +427,17 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
+impl AuditEntry {
+    /// This entry naming `version` (what a store does when it allocates the
+    /// version a mutation's record names).
+    pub fn with_version(&self, version: Option<u64>) -> AuditEntry {
+        AuditEntry {
+            version: version.or(self.version),
+            ..self.clone()
+        }
+    }
+}
+
 /// A chained audit record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -454,6 +465,18 @@ pub struct ScopeUsage {
 /// Implementations hold ciphertexts and wrapped keys only; they never see a
 /// plaintext or an unwrapped key. The SQLite implementation is built in; see
 /// the crate docs for how to open it.
+///
+/// # The audit record of a mutation
+///
+/// Every method that changes stored state on behalf of a request takes
+/// `audit: Option<&AuditEntry>`: the request's record. When it is given and
+/// the change applies, the store appends it to the audit chain *inside the
+/// change's own transaction*, so a change is never stored without its
+/// record (a process killed between the two cannot exist). Where the method
+/// allocates the version the record names (a put, a data key, a single
+/// version changed), the store sets `version`. When the change does not
+/// apply (no scope, a CAS mismatch, a quota), nothing is appended and the
+/// caller records the refusal itself.
 pub trait Store: Send + Sync {
     /// The root key record, if the vault is initialized.
     fn root(&self) -> Result<Option<RootRecord>>;
@@ -471,6 +494,7 @@ pub trait Store: Send + Sync {
         &self,
         scope: &ScopeRecord,
         first_key: &DataKeyRecord,
+        audit: Option<&AuditEntry>,
     ) -> Result<Option<ScopeRecord>>;
     /// The scope with this slug.
     fn scope(&self, slug: &Slug) -> Result<Option<ScopeRecord>>;
@@ -478,14 +502,15 @@ pub trait Store: Send + Sync {
     fn scopes(&self) -> Result<Vec<ScopeRecord>>;
     /// Deletes a scope, its keys, secrets and versions in one transaction,
     /// and removes the deleted bytes from the storage files (crypto-shredding).
-    fn delete_scope(&self, slug: &Slug) -> Result<Option<ScopeId>>;
+    fn delete_scope(&self, slug: &Slug, audit: Option<&AuditEntry>) -> Result<Option<ScopeId>>;
     /// Usage of a scope.
     fn scope_usage(&self, scope: &ScopeId) -> Result<ScopeUsage>;
 
     /// One data key.
     fn data_key(&self, scope: &ScopeId, version: u32) -> Result<Option<DataKeyRecord>>;
-    /// Adds the next data key of a scope and makes it the active one.
-    fn add_data_key(&self, key: &DataKeyRecord) -> Result<()>;
+    /// Adds the next data key of a scope and makes it the active one (the
+    /// record's version is the key's).
+    fn add_data_key(&self, key: &DataKeyRecord, audit: Option<&AuditEntry>) -> Result<()>;
     /// Deletes the scope's data keys that are neither active nor used by any
     /// stored version; returns their versions.
     fn remove_unused_data_keys(&self, scope: &ScopeId) -> Result<Vec<u32>>;
@@ -493,11 +518,13 @@ pub trait Store: Send + Sync {
     /// Writes a new version in one transaction: resolves the scope, checks
     /// CAS and quota, allocates the version, counts the active key's
     /// encryption, calls `seal` to produce the ciphertext, prunes versions past
-    /// `max_versions`.
+    /// `max_versions`, and appends the record (with the new version) when
+    /// written.
     fn put(
         &self,
         params: &PutParams<'_>,
         seal: &mut dyn FnMut(&SealInput<'_>) -> Result<Sealed>,
+        audit: Option<&AuditEntry>,
     ) -> Result<PutOutcome>;
     /// Reads a version with its ciphertext, in one query.
     fn version(
@@ -529,21 +556,28 @@ pub trait Store: Send + Sync {
         max_versions: Option<u32>,
         custom: Option<&BTreeMap<String, String>>,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> Result<Lookup<()>>;
     /// Applies a change to the given versions (the current one when empty),
-    /// all or nothing.
+    /// all or nothing. The record names the version when exactly one changed.
     fn change_versions(
         &self,
         slug: &Slug,
         name: &SecretName,
         versions: &[u64],
         change: VersionChange,
+        audit: Option<&AuditEntry>,
     ) -> Result<Lookup<Changed>>;
     /// The scope's limits (plan merged with overrides).
     fn limits(&self, slug: &Slug) -> Result<Option<Limits>>;
     /// Changes a scope's plan and/or overrides; `false` if no such scope.
     /// Fails with `InvalidArgument` for an unknown plan.
-    fn set_limits(&self, slug: &Slug, change: &LimitChange) -> Result<bool>;
+    fn set_limits(
+        &self,
+        slug: &Slug,
+        change: &LimitChange,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool>;
 
     /// Stores a token; for a tenant token, checks the tenant's token quota
     /// (live tokens only) in the same transaction.
@@ -552,6 +586,7 @@ pub trait Store: Send + Sync {
         token: &TokenRecord,
         slug: Option<&Slug>,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> Result<TokenInsert>;
     /// The token with this hash.
     fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>>;
@@ -564,6 +599,7 @@ pub trait Store: Send + Sync {
         id: &str,
         scope: Option<&ScopeId>,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> Result<TokenRevoke>;
     /// A number that changes whenever another connection or process commits
     /// a change; caches of stored state are valid while it stays the same.

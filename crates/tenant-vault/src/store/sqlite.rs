@@ -295,6 +295,56 @@ pub(crate) fn migrate(conn: &mut Connection, target: usize) -> Result<()> {
     Ok(())
 }
 
+/// Extends the audit chain from its stored end, inside `tx` (the caller's
+/// transaction: a mutation's record commits with the mutation).
+fn append_in(
+    tx: &Transaction<'_>,
+    entries: impl IntoIterator<Item = AuditEntry>,
+) -> rusqlite::Result<Vec<AuditRecord>> {
+    let mut entries = entries.into_iter().peekable();
+    if entries.peek().is_none() {
+        return Ok(Vec::new());
+    }
+    let (mut seq, mut prev): (u64, Vec<u8>) = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, vec![0u8; 32]));
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO audit_log (seq, time, request_id, principal, tenant, operation, path,
+                                version, outcome, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    let mut out = Vec::new();
+    for e in entries {
+        seq += 1;
+        let hash = crate::audit::chain_hash(&prev, seq, &e).to_vec();
+        stmt.execute(params![
+            seq,
+            e.time.0,
+            e.request_id,
+            e.principal,
+            e.tenant,
+            e.operation,
+            e.path,
+            e.version,
+            e.outcome,
+            prev,
+            hash
+        ])?;
+        out.push(AuditRecord {
+            seq,
+            entry: e,
+            prev_hash: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
+    }
+    Ok(out)
+}
+
 fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("starting a transaction"))
@@ -536,6 +586,7 @@ impl Store for SqliteStore {
         &self,
         scope: &ScopeRecord,
         first_key: &DataKeyRecord,
+        audit: Option<&AuditEntry>,
     ) -> Result<Option<ScopeRecord>> {
         let mut conn = self.writer();
         let tx = immediate(&mut conn)?;
@@ -564,6 +615,7 @@ impl Store for SqliteStore {
         )
         .map_err(db("creating a scope"))?;
         insert_data_key(&tx, first_key).map_err(db("creating a scope"))?;
+        append_in(&tx, audit.cloned()).map_err(db("creating a scope"))?;
         tx.commit().map_err(db("creating a scope"))?;
         Ok(None)
     }
@@ -587,7 +639,7 @@ impl Store for SqliteStore {
             .map_err(db("listing scopes"))
     }
 
-    fn delete_scope(&self, slug: &Slug) -> Result<Option<ScopeId>> {
+    fn delete_scope(&self, slug: &Slug, audit: Option<&AuditEntry>) -> Result<Option<ScopeId>> {
         let mut conn = self.writer();
         let tx = immediate(&mut conn)?;
         let Some(id) = scope_id_of(&tx, slug).map_err(db("deleting a scope"))? else {
@@ -599,6 +651,7 @@ impl Store for SqliteStore {
         }
         tx.execute("DELETE FROM scopes WHERE id = ?1", [&id.0])
             .map_err(db("deleting a scope"))?;
+        append_in(&tx, audit.cloned()).map_err(db("deleting a scope"))?;
         tx.commit().map_err(db("deleting a scope"))?;
         Self::checkpoint(&conn)?;
         Ok(Some(id))
@@ -632,7 +685,7 @@ impl Store for SqliteStore {
         .map_err(db("reading a data key"))
     }
 
-    fn add_data_key(&self, key: &DataKeyRecord) -> Result<()> {
+    fn add_data_key(&self, key: &DataKeyRecord, audit: Option<&AuditEntry>) -> Result<()> {
         let mut conn = self.writer();
         let tx = immediate(&mut conn)?;
         insert_data_key(&tx, key).map_err(db("adding a data key"))?;
@@ -648,6 +701,11 @@ impl Store for SqliteStore {
                 "the scope no longer exists",
             ));
         }
+        append_in(
+            &tx,
+            audit.map(|a| a.with_version(Some(u64::from(key.version)))),
+        )
+        .map_err(db("adding a data key"))?;
         tx.commit().map_err(db("adding a data key"))
     }
 
@@ -673,6 +731,7 @@ impl Store for SqliteStore {
         &self,
         p: &PutParams<'_>,
         seal: &mut dyn FnMut(&SealInput<'_>) -> Result<Sealed>,
+        audit: Option<&AuditEntry>,
     ) -> Result<PutOutcome> {
         const CTX: &str = "writing a secret";
         let mut conn = self.writer();
@@ -777,6 +836,7 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute(params![scope.0, sealed.ciphertext.len() as u64]))
             .map_err(db(CTX))?;
         prune(&tx, &scope, name, version, max_versions).map_err(db(CTX))?;
+        append_in(&tx, audit.map(|a| a.with_version(Some(version)))).map_err(db(CTX))?;
         tx.commit().map_err(db(CTX))?;
         Ok(PutOutcome::Written {
             version,
@@ -933,6 +993,7 @@ impl Store for SqliteStore {
         max_versions: Option<u32>,
         custom: Option<&BTreeMap<String, String>>,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> Result<Lookup<()>> {
         const CTX: &str = "updating metadata";
         let mut conn = self.writer();
@@ -960,6 +1021,7 @@ impl Store for SqliteStore {
             return Ok(Lookup::NoSecret);
         };
         prune(&tx, &scope, name.as_str(), current, max).map_err(db(CTX))?;
+        append_in(&tx, audit.cloned()).map_err(db(CTX))?;
         tx.commit().map_err(db(CTX))?;
         Ok(Lookup::Found(()))
     }
@@ -970,6 +1032,7 @@ impl Store for SqliteStore {
         name: &SecretName,
         versions: &[u64],
         change: VersionChange,
+        audit: Option<&AuditEntry>,
     ) -> Result<Lookup<Changed>> {
         const CTX: &str = "changing versions";
         let mut conn = self.writer();
@@ -1053,6 +1116,8 @@ impl Store for SqliteStore {
                     .map_err(db(CTX))?;
             }
         }
+        let single = (wanted.len() == 1).then(|| wanted[0]);
+        append_in(&tx, audit.map(|a| a.with_version(single))).map_err(db(CTX))?;
         tx.commit().map_err(db(CTX))?;
         if change == VersionChange::Destroy {
             Self::checkpoint(&conn)?;
@@ -1069,7 +1134,7 @@ impl Store for SqliteStore {
         .map_err(db("reading limits"))
     }
 
-    fn set_limits(&self, slug: &Slug, c: &LimitChange) -> Result<bool> {
+    fn set_limits(&self, slug: &Slug, c: &LimitChange, audit: Option<&AuditEntry>) -> Result<bool> {
         const CTX: &str = "changing limits";
         let mut conn = self.writer();
         let tx = immediate(&mut conn)?;
@@ -1103,6 +1168,9 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(db(CTX))?;
+        if n == 1 {
+            append_in(&tx, audit.cloned()).map_err(db(CTX))?;
+        }
         tx.commit().map_err(db(CTX))?;
         Ok(n == 1)
     }
@@ -1112,6 +1180,7 @@ impl Store for SqliteStore {
         t: &TokenRecord,
         slug: Option<&Slug>,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> Result<TokenInsert> {
         const CTX: &str = "issuing a token";
         let mut conn = self.writer();
@@ -1160,6 +1229,7 @@ impl Store for SqliteStore {
             ],
         )
         .map_err(db(CTX))?;
+        append_in(&tx, audit.cloned()).map_err(db(CTX))?;
         tx.commit().map_err(db(CTX))?;
         Ok(TokenInsert::Inserted)
     }
@@ -1191,6 +1261,7 @@ impl Store for SqliteStore {
         id: &str,
         scope: Option<&ScopeId>,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> Result<TokenRevoke> {
         const CTX: &str = "revoking a token";
         let mut conn = self.writer();
@@ -1232,6 +1303,7 @@ impl Store for SqliteStore {
             params![id, now.0],
         )
         .map_err(db(CTX))?;
+        append_in(&tx, audit.cloned()).map_err(db(CTX))?;
         tx.commit().map_err(db(CTX))?;
         Ok(TokenRevoke::Revoked)
     }
@@ -1246,49 +1318,7 @@ impl Store for SqliteStore {
         const CTX: &str = "writing the audit trail";
         let mut conn = self.writer();
         let tx = immediate(&mut conn)?;
-        let (mut seq, mut prev): (u64, Vec<u8>) = tx
-            .query_row(
-                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(db(CTX))?
-            .unwrap_or((0, vec![0u8; 32]));
-        let mut out = Vec::with_capacity(entries.len());
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO audit_log (seq, time, request_id, principal, tenant, operation, path,
-                                            version, outcome, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .map_err(db(CTX))?;
-            for e in entries {
-                seq += 1;
-                let hash = crate::audit::chain_hash(&prev, seq, e).to_vec();
-                stmt.execute(params![
-                    seq,
-                    e.time.0,
-                    e.request_id,
-                    e.principal,
-                    e.tenant,
-                    e.operation,
-                    e.path,
-                    e.version,
-                    e.outcome,
-                    prev,
-                    hash
-                ])
-                .map_err(db(CTX))?;
-                out.push(AuditRecord {
-                    seq,
-                    entry: e.clone(),
-                    prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                    hash,
-                });
-            }
-        }
+        let out = append_in(&tx, entries.iter().cloned()).map_err(db(CTX))?;
         tx.commit().map_err(db(CTX))?;
         Ok(out)
     }
@@ -1624,7 +1654,7 @@ mod tests {
             encryptions: 0,
             created_at: Timestamp(5),
         };
-        assert!(s.create_scope(&rec, &key).unwrap().is_none());
+        assert!(s.create_scope(&rec, &key, None).unwrap().is_none());
         drop(s);
         let s = SqliteStore::open(&p).unwrap();
         assert_eq!(s.scope(&slug).unwrap(), Some(rec));
@@ -1644,6 +1674,113 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    /// A mutation's record commits with it, carrying the version the store
+    /// allocated; a mutation that does not apply, or fails inside its
+    /// transaction, leaves neither change nor record.
+    #[test]
+    fn a_mutations_record_commits_in_its_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("v.db")).unwrap();
+        let slug = Slug::parse("acme").unwrap();
+        let name = SecretName::parse("db").unwrap();
+        let id = ScopeId::generate();
+        let rec = ScopeRecord {
+            id: id.clone(),
+            slug: slug.clone(),
+            kind: ScopeKind::Enterprise,
+            created_at: Timestamp(5),
+            active_key_version: 1,
+        };
+        let key = DataKeyRecord {
+            scope_id: id,
+            version: 1,
+            root_version: 1,
+            wrapped: vec![1; 60],
+            encryptions: 0,
+            created_at: Timestamp(5),
+        };
+        let entry = |op: &str| AuditEntry {
+            time: Timestamp(6),
+            request_id: "r".into(),
+            principal: "tok_1".into(),
+            tenant: "acme".into(),
+            operation: op.into(),
+            path: "tenant/acme/db".into(),
+            version: None,
+            outcome: "ok".into(),
+        };
+        let scope_entry = entry("create-scope");
+        assert!(
+            s.create_scope(&rec, &key, Some(&scope_entry))
+                .unwrap()
+                .is_none()
+        );
+        // Already there: nothing changes, nothing is appended.
+        assert!(
+            s.create_scope(&rec, &key, Some(&scope_entry))
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(s.last_audit_seq().unwrap(), 1);
+
+        let params = |cas| PutParams {
+            slug: &slug,
+            name: &name,
+            cas,
+            max_secrets: 100,
+            ciphertext_len: 20,
+            default_max_versions: 10,
+            now: Timestamp(7),
+        };
+        let mut seal = |i: &SealInput<'_>| {
+            Ok(Sealed {
+                key_version: i.key.version,
+                nonce: vec![0; 12],
+                ciphertext: vec![1; 20],
+            })
+        };
+        let put = entry("put");
+        for want in 1..=2 {
+            let out = s.put(&params(None), &mut seal, Some(&put)).unwrap();
+            assert!(matches!(out, PutOutcome::Written { version, .. } if version == want));
+        }
+        let out = s.put(&params(Some(1)), &mut seal, Some(&put)).unwrap();
+        assert_eq!(out, PutOutcome::CasMismatch { current: 2 });
+        // The seal fails inside the transaction: no version, no record.
+        let mut broken = |_: &SealInput<'_>| Err(Error::Sealed);
+        assert!(s.put(&params(None), &mut broken, Some(&put)).is_err());
+        let changed = s
+            .change_versions(
+                &slug,
+                &name,
+                &[1],
+                VersionChange::Destroy,
+                Some(&entry("destroy")),
+            )
+            .unwrap();
+        assert_eq!(changed, Lookup::Found(Changed::Versions(vec![1])));
+
+        let records = s.audit_records(0, 100).unwrap();
+        let seen: Vec<(&str, Option<u64>)> = records
+            .iter()
+            .map(|r| (r.entry.operation.as_str(), r.entry.version))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("create-scope", None),
+                ("put", Some(1)),
+                ("put", Some(2)),
+                ("destroy", Some(1)),
+            ]
+        );
+        assert_eq!(crate::audit::verify_chain(records), Ok(4));
+        match s.version(&slug, &name, VersionSelector::Latest).unwrap() {
+            Lookup::Found(f) => assert_eq!(f.version.unwrap().version, 2),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
