@@ -5,6 +5,7 @@
 //! they are fresh) and returns their path: a test never runs a stale binary.
 
 pub mod fuzz;
+pub mod process;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,4 +1,5 @@
-//! Crash consistency of a real `secret-mcp serve` process on SQLite.
+//! Crash consistency of a real `secret-mcp serve` process, on SQLite and on
+//! PostgreSQL (a throwaway cluster started by the test).
 //!
 //! Each cycle starts the server on the same data directory, checks what the
 //! previous cycles left, lets several concurrent writers put random values
@@ -24,18 +25,16 @@
 //! (printed at start, so that a failure can be replayed).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use secret_mcp_grpc::{Client, ClientOptions, Error as GrpcError};
+use secret_mcp_grpc::{Client, Error as GrpcError};
 use sha2::{Digest, Sha256};
 use tenant_vault::{Secret, SecretPath};
+use tenant_vault_tests::process::CliEnv;
 use tokio::sync::watch;
 
 /// Hot paths the writers share.
@@ -61,144 +60,6 @@ fn short(h: &Hash) -> String {
 
 fn path(i: usize) -> SecretPath {
     SecretPath::parse(&format!("tenant/acme/crash/p{i}")).unwrap()
-}
-
-/// A vault in a temporary directory, driven through the `secret-mcp` binary.
-struct Env {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-}
-
-impl Env {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args(args)
-            .env("SECRET_MCP_DATA", self.data())
-            .env("RUST_LOG", "warn")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        for v in [
-            "SECRET_MCP_KEY_FILE",
-            "SECRET_MCP_PASSPHRASE_FILE",
-            "SECRET_MCP_TOKEN",
-            "SECRET_MCP_ADDR",
-            "SECRET_MCP_AUDIT_FILE",
-            "SECRET_MCP_CONFIG",
-            "SECRET_MCP_LISTEN",
-            "SECRET_MCP_TLS_CA",
-            "SECRET_MCP_TLS_CERT",
-            "SECRET_MCP_TLS_KEY",
-            "SECRET_MCP_TLS_DOMAIN",
-            "SECRET_MCP_TLS_SERVER_CERT",
-            "SECRET_MCP_TLS_SERVER_KEY",
-            "SECRET_MCP_TLS_CLIENT_CA",
-        ] {
-            c.env_remove(v);
-        }
-        c
-    }
-
-    /// Runs a local command as root; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.cmd(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// Starts `serve` on 127.0.0.1:0 and waits for its `listening on` line.
-    fn serve(&self, cycle: usize) -> Server {
-        let log = self.dir.path().join(format!("serve-{cycle}.log"));
-        let mut child = self
-            .cmd(&["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(a) = line.strip_prefix("listening on ") {
-                        return Server {
-                            child,
-                            addr: a.trim().to_owned(),
-                            log,
-                        };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "cycle {cycle}: the server did not start: {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// A running `secret-mcp serve`; killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// SIGKILL (`Child::kill`), then reaps it.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(!status.success(), "the server was killed: {status}");
-    }
-
-    async fn client(&self, token: &str) -> Client {
-        Client::connect(
-            &self.addr,
-            ClientOptions {
-                token: Some(Secret::from(token)),
-                timeout: Duration::from_secs(20),
-                // Never repeat a call: a repeated check-and-set put after a
-                // lost answer would report a conflict for a write that landed.
-                retries: 0,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What became of one write, as the writer saw it.
@@ -473,19 +334,27 @@ fn cycles() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
+    crash_suite("sqlite", None).await;
+}
+
+/// The same on PostgreSQL: the server's transactions die with its
+/// connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill_on_postgres() {
+    let url = pg_harness::PgCluster::shared().fresh_database();
+    crash_suite("postgres", Some(url)).await;
+}
+
+async fn crash_suite(backend: &str, storage: Option<String>) {
     let seed = seed();
     let cycles = cycles();
     println!(
-        "crash: seed {seed}, {cycles} cycles (TV_CRASH_SEED={seed} replays the values and kill times)"
+        "crash ({backend}): seed {seed}, {cycles} cycles (TV_CRASH_SEED={seed} replays the values and kill times)"
     );
     let mut rng = StdRng::seed_from_u64(seed);
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-        bin: tenant_vault_tests::bin("secret-mcp", "secret-mcp"),
-    };
+    let env = CliEnv::new(storage);
     let started = Instant::now();
-    let key = env.dir.path().join("vault.key");
-    env.ok(&["init", "--key-file", key.to_str().unwrap()]);
+    env.init_with_key_file();
     env.ok(&["tenant", "create", "acme"]);
     // The checks read every version after each restart: no rate limit.
     env.ok(&["tenant", "limits", "acme", "--rate", "1000000"]);
@@ -513,7 +382,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut previous: Vec<Write> = Vec::new();
     let mut last_records = 0;
     for cycle in 0..=cycles {
-        let mut server = env.serve(cycle);
+        let mut server = env.serve(&cycle.to_string());
         let client = server.client(&token).await;
         let op = server.client(&operator).await;
         check(&client, &op, &mut known, &previous, &mut tally, cycle).await;
@@ -585,9 +454,9 @@ async fn acknowledged_writes_survive_sigkill() {
 
     // Offline, with the server gone: the command line's own check.
     let out = env.ok(&["audit", "verify"]);
-    println!("crash: offline `audit verify`: {}", out.trim());
+    println!("crash ({backend}): offline `audit verify`: {}", out.trim());
     println!(
-        "crash: seed {seed}: {cycles} SIGKILL cycles in {:.1} s: {} writes acknowledged, {} refused by \
+        "crash ({backend}): seed {seed}: {cycles} SIGKILL cycles in {:.1} s: {} writes acknowledged, {} refused by \
          check-and-set, in flight at the kill: {} landed whole, each with its audit record, {} absent; \
          {} version reads checked; audit chain intact ({last_records} records)",
         started.elapsed().as_secs_f64(),

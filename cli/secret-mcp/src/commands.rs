@@ -54,7 +54,12 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CmdResult<u8> {
                 t_cost: args.kdf_iterations,
                 p_cost: 1,
             };
-            say!(out, "{}", local::init(&cli.data_dir, &unlock, kdf)?);
+            let storage = local::Storage::resolve(&cli.data_dir, cli.storage.as_deref())?;
+            say!(
+                out,
+                "{}",
+                local::init(&cli.data_dir, &storage, &unlock, kdf)?
+            );
             return Ok(0);
         }
         Command::Audit(AuditCommand::Verify { file: Some(f) }) => {
@@ -80,8 +85,10 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CmdResult<u8> {
              SECRET_MCP_ADDR",
         ));
     }
+    let storage = local::Storage::resolve(&cli.data_dir, cli.storage.as_deref())?;
     let backend = Local::open(
         &cli.data_dir,
+        &storage,
         &unlock,
         cli.token.as_deref(),
         cli.audit_file.clone(),

@@ -17,13 +17,120 @@ use crate::backend::{Backend, CmdError, CmdResult, ExitKind};
 const DB_FILE: &str = "vault.db";
 const CONFIG_FILE: &str = "config.toml";
 
-/// `DATA_DIR/config.toml`: how to unlock the vault without flags. Holds a
-/// path, never key material.
+/// `DATA_DIR/config.toml`: how to unlock the vault without flags and where
+/// it is stored. Holds a path and a storage URL, never key material.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DataDirConfig {
     /// The key file given to `init --key-file`.
     key_file: Option<PathBuf>,
+    /// The storage given to `init --storage` (default: the SQLite file
+    /// `vault.db` in the data directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    storage: Option<String>,
+}
+
+/// Where the vault is stored: `--storage` / `SECRET_MCP_STORAGE` (or the
+/// serve config's `storage`) when given, else what `init --storage`
+/// remembered in the data directory, else `DATA_DIR/vault.db`.
+#[derive(Debug, Clone)]
+pub(crate) enum Storage {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A `postgres://` URL.
+    Postgres(String),
+}
+
+impl Storage {
+    pub(crate) fn resolve(data_dir: &Path, given: Option<&str>) -> CmdResult<Storage> {
+        let url = match given {
+            Some(u) => Some(u.to_owned()),
+            None => read_config(data_dir)?.storage,
+        };
+        match url {
+            None => Ok(Storage::Sqlite(data_dir.join(DB_FILE))),
+            Some(u) => Storage::parse(&u),
+        }
+    }
+
+    fn parse(url: &str) -> CmdResult<Storage> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .filter(|p| !p.is_empty())
+        {
+            Ok(Storage::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Storage::Postgres(url.to_owned()))
+        } else {
+            let scheme = url.split_once(':').map_or("", |(s, _)| s);
+            Err(CmdError::usage(format!(
+                "--storage is sqlite://PATH or postgres://USER@HOST[:PORT]/DATABASE, not a `{scheme}` URL"
+            )))
+        }
+    }
+
+    /// The URL to remember in the data directory (`None` for the default).
+    fn remembered(&self, data_dir: &Path) -> Option<String> {
+        match self {
+            Storage::Sqlite(p) if p == &data_dir.join(DB_FILE) => None,
+            Storage::Sqlite(p) => Some(format!(
+                "sqlite://{}",
+                fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display()
+            )),
+            Storage::Postgres(u) => Some(u.clone()),
+        }
+    }
+
+    /// For messages and logs: the file, or the database's host, port and
+    /// name (never a password).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Storage::Sqlite(p) => p.display().to_string(),
+            Storage::Postgres(u) => {
+                let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                format!("postgres://{}", host.split('?').next().unwrap_or(host))
+            }
+        }
+    }
+
+    fn open(&self) -> CmdResult<Box<dyn tenant_vault::Store>> {
+        Ok(match self {
+            Storage::Sqlite(p) => Box::new(SqliteStore::open(p)?),
+            Storage::Postgres(u) => Box::new(tenant_vault::PostgresStore::connect(u)?),
+        })
+    }
+
+    /// Opens the store of an existing vault: a SQLite file must exist; a
+    /// database must hold an initialized vault.
+    fn open_existing(&self, data_dir: &Path) -> CmdResult<Box<dyn tenant_vault::Store>> {
+        let missing = || {
+            CmdError::new(
+                ExitKind::NotFound,
+                match self {
+                    Storage::Sqlite(_) => format!(
+                        "no vault in {}: run `secret-mcp init` first (or set --data-dir / SECRET_MCP_DATA)",
+                        data_dir.display()
+                    ),
+                    Storage::Postgres(_) => format!(
+                        "no vault in {}: run `secret-mcp init --storage URL` first",
+                        self.describe()
+                    ),
+                },
+            )
+        };
+        if let Storage::Sqlite(p) = self {
+            if !p.exists() {
+                return Err(missing());
+            }
+        }
+        let store = self.open()?;
+        if store.root()?.is_none() {
+            return Err(missing());
+        }
+        Ok(store)
+    }
 }
 
 /// Where the unlock material comes from, as given on the command line.
@@ -116,12 +223,24 @@ fn read_config(data_dir: &Path) -> CmdResult<DataDirConfig> {
 
 /// `secret-mcp init`: creates the data directory and the vault. With a key
 /// file that does not exist yet, creates it with a fresh random key.
-pub(crate) fn init(data_dir: &Path, unlock: &UnlockArgs, kdf: KdfParams) -> CmdResult<String> {
-    let db = data_dir.join(DB_FILE);
-    if db.exists() {
+pub(crate) fn init(
+    data_dir: &Path,
+    storage: &Storage,
+    unlock: &UnlockArgs,
+    kdf: KdfParams,
+) -> CmdResult<String> {
+    let exists = match storage {
+        Storage::Sqlite(db) => db.exists(),
+        Storage::Postgres(_) => storage.open()?.root()?.is_some(),
+    };
+    if exists {
+        let place = match storage {
+            Storage::Sqlite(db) if db == &data_dir.join(DB_FILE) => data_dir.display().to_string(),
+            _ => storage.describe(),
+        };
         return Err(CmdError::new(
             ExitKind::Conflict,
-            format!("a vault already exists in {}", data_dir.display()),
+            format!("a vault already exists in {place}"),
         ));
     }
     if unlock.key_file.is_none() && !unlock.passphrase_stdin && unlock.passphrase_file.is_none() {
@@ -140,11 +259,15 @@ pub(crate) fn init(data_dir: &Path, unlock: &UnlockArgs, kdf: KdfParams) -> CmdR
     let the_unlock = unlock.resolve(data_dir)?;
     let mut opts = VaultOptions::default();
     opts.kdf = kdf;
-    Vault::init(open_store(&db)?, &the_unlock, opts)?;
-    if let Some(kf) = &unlock.key_file {
-        let abs = fs::canonicalize(kf).unwrap_or_else(|_| kf.clone());
+    Vault::init(storage.open()?, &the_unlock, opts)?;
+    let remembered = storage.remembered(data_dir);
+    if unlock.key_file.is_some() || remembered.is_some() {
         let cfg = DataDirConfig {
-            key_file: Some(abs),
+            key_file: unlock
+                .key_file
+                .as_ref()
+                .map(|kf| fs::canonicalize(kf).unwrap_or_else(|_| kf.clone())),
+            storage: remembered,
         };
         let text = toml::to_string(&cfg)
             .map_err(|e| CmdError::new(ExitKind::Failure, format!("writing the config: {e}")))?;
@@ -159,10 +282,11 @@ pub(crate) fn init(data_dir: &Path, unlock: &UnlockArgs, kdf: KdfParams) -> CmdR
         (Some(kf), false) => format!("the key file {}", kf.display()),
         (None, _) => "a passphrase (Argon2id)".to_owned(),
     };
-    Ok(format!(
-        "initialized a vault in {}, unlocked by {how}",
-        data_dir.display()
-    ))
+    let place = match storage {
+        Storage::Sqlite(db) if db == &data_dir.join(DB_FILE) => data_dir.display().to_string(),
+        _ => storage.describe(),
+    };
+    Ok(format!("initialized a vault in {place}, unlocked by {how}"))
 }
 
 pub(crate) fn create_private_dir(dir: &Path) -> CmdResult<()> {
@@ -181,41 +305,24 @@ pub(crate) fn create_private_dir(dir: &Path) -> CmdResult<()> {
     })
 }
 
-fn open_store(db: &Path) -> CmdResult<SqliteStore> {
-    Ok(SqliteStore::open(db)?)
-}
-
 /// Opens the vault in `data_dir` for a server: unlocked when unlock material
 /// is at hand (flags, or the key file remembered by `init`), else sealed,
 /// waiting for an Unseal call. Returns the vault and whether it is sealed.
 pub(crate) fn open_for_server(
     data_dir: &Path,
+    storage: &Storage,
     unlock: &UnlockArgs,
     audit_file: Option<PathBuf>,
 ) -> CmdResult<(Vault, bool)> {
-    let db = existing_db(data_dir)?;
+    let store = storage.open_existing(data_dir)?;
     let mut opts = VaultOptions::default();
     opts.audit_file = audit_file;
     if unlock.available(data_dir)? {
         let unlock = unlock.resolve(data_dir)?;
-        Ok((Vault::open(open_store(&db)?, &unlock, opts)?, false))
+        Ok((Vault::open(store, &unlock, opts)?, false))
     } else {
-        Ok((Vault::open_sealed(open_store(&db)?, opts)?, true))
+        Ok((Vault::open_sealed(store, opts)?, true))
     }
-}
-
-fn existing_db(data_dir: &Path) -> CmdResult<PathBuf> {
-    let db = data_dir.join(DB_FILE);
-    if !db.exists() {
-        return Err(CmdError::new(
-            ExitKind::NotFound,
-            format!(
-                "no vault in {}: run `secret-mcp init` first (or set --data-dir / SECRET_MCP_DATA)",
-                data_dir.display()
-            ),
-        ));
-    }
-    Ok(db)
 }
 
 /// The embedded vault, used as one principal: the holder of `--token`, or
@@ -235,15 +342,16 @@ impl Local {
     /// when given.
     pub(crate) fn open(
         data_dir: &Path,
+        storage: &Storage,
         unlock: &UnlockArgs,
         token: Option<&str>,
         audit_file: Option<PathBuf>,
     ) -> CmdResult<Local> {
-        let db = existing_db(data_dir)?;
+        let store = storage.open_existing(data_dir)?;
         let unlock = unlock.resolve(data_dir)?;
         let mut opts = VaultOptions::default();
         opts.audit_file = audit_file;
-        let vault = Vault::open(open_store(&db)?, &unlock, opts)?;
+        let vault = Vault::open(store, &unlock, opts)?;
         let principal = match token {
             Some(t) => vault.authenticate(t)?,
             None => Principal::Root,

@@ -51,6 +51,19 @@ struct Cli {
     )]
     data_dir: PathBuf,
 
+    /// Where the embedded vault (or the server's) is stored:
+    /// `sqlite://PATH` or `postgres://USER@HOST[:PORT]/DATABASE[?sslmode=require]`
+    /// (default: `vault.db` in the data directory, or what `init --storage`
+    /// remembered there). Prefer the environment variable when the URL holds
+    /// a password: a flag is visible in the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_MCP_STORAGE",
+        hide_env_values = true
+    )]
+    storage: Option<String>,
+
     /// Key file that unlocks the vault (64 hex characters). `init` creates it
     /// if it does not exist and remembers its path in the data directory.
     #[arg(long, global = true, env = "SECRET_MCP_KEY_FILE")]

@@ -35,6 +35,7 @@ pub(crate) enum LogFormat {
 struct ServeConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    storage: Option<String>,
     key_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -174,6 +175,8 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs, out: &mut dyn Write) -> CmdResult<
         unlock.key_file = cfg.key_file;
     }
     let audit_file = cli.audit_file.clone().or(cfg.audit_file);
+    let storage =
+        local::Storage::resolve(&data_dir, cli.storage.as_deref().or(cfg.storage.as_deref()))?;
 
     let cert = a.tls_server_cert.clone().or(cfg.tls_cert);
     let key = a.tls_server_key.clone().or(cfg.tls_key);
@@ -222,16 +225,16 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs, out: &mut dyn Write) -> CmdResult<
         );
     }
 
-    let (vault, sealed) = local::open_for_server(&data_dir, &unlock, audit_file)?;
+    let (vault, sealed) = local::open_for_server(&data_dir, &storage, &unlock, audit_file)?;
     if sealed {
         tracing::warn!(
-            data_dir = %data_dir.display(),
+            storage = %storage.describe(),
             "the vault is unlocked by a passphrase and none was given: starting sealed; \
              every call but Status and Unseal is UNAVAILABLE until System.Unseal \
              (`secret-mcp server unseal --passphrase-stdin`)"
         );
     } else {
-        tracing::info!(data_dir = %data_dir.display(), "vault opened and unsealed");
+        tracing::info!(storage = %storage.describe(), "vault opened and unsealed");
     }
     run_server(Arc::new(vault), addr, options, |_, _| Ok(()), out)
 }
@@ -276,8 +279,9 @@ pub(crate) fn dev(cli: &Cli, a: &DevArgs, out: &mut dyn Write) -> CmdResult<()> 
         key_file: Some(key_file.clone()),
         ..UnlockArgs::default()
     };
-    local::init(&data_dir, &unlock, KdfParams::default())?;
-    let (vault, _) = local::open_for_server(&data_dir, &unlock, None)?;
+    let storage = local::Storage::resolve(&data_dir, None)?;
+    local::init(&data_dir, &storage, &unlock, KdfParams::default())?;
+    let (vault, _) = local::open_for_server(&data_dir, &storage, &unlock, None)?;
 
     let demo = Slug::parse("demo")?;
     let hello = SecretPath::parse("tenant/demo/hello")?;

@@ -114,12 +114,13 @@ pub use crate::path::{
 };
 pub use crate::secret::Secret;
 pub use crate::session::{Change, IssuedToken, Session, TokenInfo, TokenSpec, Watch};
+pub use crate::store::postgres::PostgresStore;
 pub use crate::store::sqlite::SqliteStore;
 pub use crate::store::{
     AuditEntry, AuditRecord, Changed, DataKeyRecord, FoundVersion, LimitChange, Limits, Lookup,
     PutOutcome, PutParams, RootRecord, ScopeId, ScopeKind, ScopeRecord, ScopeUsage, SealInput,
     Sealed, SecretRecord, Store, StoredVersion, Timestamp, TokenInsert, TokenKindRecord,
-    TokenRecord, TokenRevoke, UnlockMethod, VersionChange, VersionSelector,
+    TokenRecord, TokenRevoke, UnlockMethod, VersionChange, VersionSelector, open_store,
 };
 pub use crate::vault::{
     ListPage, MAX_CUSTOM_ENTRIES, MAX_LIST_PAGE, MAX_VERSIONS_LIMIT, MetadataUpdate, ScopeCreated,

@@ -13,6 +13,7 @@ use crate::crypto::KdfParams;
 use crate::error::Result;
 use crate::path::{SecretName, Slug};
 
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 /// Milliseconds since the Unix epoch (UTC).
@@ -629,9 +630,243 @@ pub trait Store: Send + Sync {
     ) -> Result<u64>;
 }
 
+/// Opens the store a storage URL names, creating or migrating its schema:
+///
+/// - `sqlite://PATH` (or `sqlite:PATH`): the SQLite file at `PATH`, relative
+///   to the working directory unless absolute (`sqlite:///var/lib/v.db`);
+/// - `postgres://…` or `postgresql://…`: a PostgreSQL database, with the
+///   connection parameters of [`PostgresStore::connect`](crate::PostgresStore::connect).
+///
+/// Anything else is an [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+/// naming the accepted forms (and never echoing a password).
+pub fn open_store(url: &str) -> Result<Box<dyn Store>> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(crate::Error::InvalidArgument(
+                "storage `sqlite://` needs a file path, for example sqlite:///var/lib/secret-mcp/vault.db".into(),
+            ));
+        }
+        return Ok(Box::new(sqlite::SqliteStore::open(path)?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(postgres::PostgresStore::connect(url)?));
+    }
+    let scheme = url.split_once(':').map_or("", |(s, _)| s);
+    Err(crate::Error::InvalidArgument(format!(
+        "storage must be sqlite://PATH or postgres://USER@HOST[:PORT]/DATABASE, not a `{scheme}` URL"
+    )))
+}
+
+/// A boxed store is a store: the backend can be chosen at run time (see
+/// [`open_store`]).
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn root(&self) -> Result<Option<RootRecord>> {
+        (**self).root()
+    }
+
+    fn init_root(&self, root: &RootRecord) -> Result<()> {
+        (**self).init_root(root)
+    }
+
+    fn replace_root(&self, root: &RootRecord, rewrapped: &[DataKeyRecord]) -> Result<()> {
+        (**self).replace_root(root, rewrapped)
+    }
+
+    fn all_data_keys(&self) -> Result<Vec<DataKeyRecord>> {
+        (**self).all_data_keys()
+    }
+
+    fn create_scope(
+        &self,
+        scope: &ScopeRecord,
+        first_key: &DataKeyRecord,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<ScopeRecord>> {
+        (**self).create_scope(scope, first_key, audit)
+    }
+
+    fn scope(&self, slug: &Slug) -> Result<Option<ScopeRecord>> {
+        (**self).scope(slug)
+    }
+
+    fn scopes(&self) -> Result<Vec<ScopeRecord>> {
+        (**self).scopes()
+    }
+
+    fn delete_scope(&self, slug: &Slug, audit: Option<&AuditEntry>) -> Result<Option<ScopeId>> {
+        (**self).delete_scope(slug, audit)
+    }
+
+    fn scope_usage(&self, scope: &ScopeId) -> Result<ScopeUsage> {
+        (**self).scope_usage(scope)
+    }
+
+    fn data_key(&self, scope: &ScopeId, version: u32) -> Result<Option<DataKeyRecord>> {
+        (**self).data_key(scope, version)
+    }
+
+    fn add_data_key(&self, key: &DataKeyRecord, audit: Option<&AuditEntry>) -> Result<()> {
+        (**self).add_data_key(key, audit)
+    }
+
+    fn remove_unused_data_keys(&self, scope: &ScopeId) -> Result<Vec<u32>> {
+        (**self).remove_unused_data_keys(scope)
+    }
+
+    fn put(
+        &self,
+        params: &PutParams<'_>,
+        seal: &mut dyn FnMut(&SealInput<'_>) -> Result<Sealed>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<PutOutcome> {
+        (**self).put(params, seal, audit)
+    }
+
+    fn version(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+        which: VersionSelector,
+    ) -> Result<Lookup<FoundVersion>> {
+        (**self).version(slug, name, which)
+    }
+
+    fn list(
+        &self,
+        slug: &Slug,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<SecretName>>> {
+        (**self).list(slug, prefix, after, limit)
+    }
+
+    fn metadata(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+    ) -> Result<Lookup<(SecretRecord, Vec<StoredVersion>)>> {
+        (**self).metadata(slug, name)
+    }
+
+    fn update_metadata(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+        max_versions: Option<u32>,
+        custom: Option<&BTreeMap<String, String>>,
+        now: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Lookup<()>> {
+        (**self).update_metadata(slug, name, max_versions, custom, now, audit)
+    }
+
+    fn change_versions(
+        &self,
+        slug: &Slug,
+        name: &SecretName,
+        versions: &[u64],
+        change: VersionChange,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Lookup<Changed>> {
+        (**self).change_versions(slug, name, versions, change, audit)
+    }
+
+    fn limits(&self, slug: &Slug) -> Result<Option<Limits>> {
+        (**self).limits(slug)
+    }
+
+    fn set_limits(
+        &self,
+        slug: &Slug,
+        change: &LimitChange,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
+        (**self).set_limits(slug, change, audit)
+    }
+
+    fn insert_token(
+        &self,
+        token: &TokenRecord,
+        slug: Option<&Slug>,
+        now: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> Result<TokenInsert> {
+        (**self).insert_token(token, slug, now, audit)
+    }
+
+    fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>> {
+        (**self).token_by_hash(hash)
+    }
+
+    fn tokens(&self, slug: Option<&Slug>) -> Result<Vec<TokenRecord>> {
+        (**self).tokens(slug)
+    }
+
+    fn revoke_token(
+        &self,
+        id: &str,
+        scope: Option<&ScopeId>,
+        now: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> Result<TokenRevoke> {
+        (**self).revoke_token(id, scope, now, audit)
+    }
+
+    fn change_marker(&self) -> Result<u64> {
+        (**self).change_marker()
+    }
+
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>> {
+        (**self).append_audit(entries)
+    }
+
+    fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        (**self).audit_records(after, limit)
+    }
+
+    fn last_audit_seq(&self) -> Result<u64> {
+        (**self).last_audit_seq()
+    }
+
+    fn audit_changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        (**self).audit_changes(tenant, after, limit)
+    }
+
+    fn reseal_all(
+        &self,
+        scope: &ScopeId,
+        key_version: u32,
+        reseal: &mut dyn FnMut(&SecretName, &StoredVersion) -> Result<Sealed>,
+    ) -> Result<u64> {
+        (**self).reseal_all(scope, key_version, reseal)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_urls_select_the_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v.db");
+        let store = open_store(&format!("sqlite://{}", file.display())).unwrap();
+        assert_eq!(store.last_audit_seq().unwrap(), 0);
+        assert!(file.exists());
+        for bad in ["", "sqlite://", "mysql://u:hunter2@h/db", "/var/lib/v.db"] {
+            match open_store(bad) {
+                Err(crate::Error::InvalidArgument(m)) => {
+                    assert!(!m.contains("hunter2"), "{m}");
+                }
+                Err(e) => panic!("{bad}: {e}"),
+                Ok(_) => panic!("{bad}: opened"),
+            }
+        }
+    }
 
     #[test]
     fn timestamps_format_as_rfc3339() {
