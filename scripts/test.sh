@@ -12,4 +12,9 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# tenant-vault's conformance suite (behaviour, access, integrity, model) once
+# more against PostgreSQL instead of SQLite: TV_STORE picks the backend in
+# crates/tenant-vault/tests/common/mod.rs, and pg-harness starts a throwaway
+# cluster (needs Debian's `postgresql` package).
+TV_STORE=postgres cargo test -p tenant-vault --tests --locked
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked

@@ -387,6 +387,9 @@ impl Inner {
 pub(crate) struct Auditor {
     inner: Arc<Inner>,
     stop: Arc<AtomicBool>,
+    /// The writer thread, joined on drop: once a vault is dropped nothing
+    /// of it writes to the store or the audit file any more.
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Auditor {
@@ -430,7 +433,7 @@ impl Auditor {
         let stop = Arc::new(AtomicBool::new(false));
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         let stop_flag = Arc::clone(&stop);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("tenant-vault-audit".into())
             .spawn(move || {
                 while !stop_flag.load(Ordering::Relaxed) {
@@ -446,12 +449,19 @@ impl Auditor {
                             );
                         }
                     }
+                    if stop_flag.load(Ordering::Relaxed) {
+                        break;
+                    }
                     // A failure is remembered in `failed`; requests see it.
                     let _ = inner.flush();
                 }
             })
             .map_err(|e| Error::storage("starting the audit writer", e))?;
-        Ok(Auditor { inner, stop })
+        Ok(Auditor {
+            inner,
+            stop,
+            writer: Some(writer),
+        })
     }
 
     /// Refuses when the trail is known to be unwritable (after trying again).
@@ -498,7 +508,15 @@ impl Auditor {
 impl Drop for Auditor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.inner.wake.notify_one();
+        {
+            // Taken so the writer is either waiting (and gets the wake-up)
+            // or has not yet checked the flag (and will see it).
+            let _pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            self.inner.wake.notify_one();
+        }
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
         let _ = self.inner.flush();
     }
 }

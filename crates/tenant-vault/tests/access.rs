@@ -8,7 +8,7 @@ use common::*;
 use proptest::prelude::*;
 use tenant_vault::{
     AuditProblem, Capability, Error, LimitChange, ListPrefix, Policy, Principal, Role, Rule,
-    ScopeKind, Secret, SecretPath, SqliteStore, TokenSpec, Unlock, Vault,
+    ScopeKind, Secret, SecretPath, TokenSpec, Unlock, Vault,
 };
 
 const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
@@ -134,17 +134,14 @@ fn tenant_token(tv: &TestVault, tenant: &str, policy: Policy) -> String {
 
 fn denials_in_audit(tv: &TestVault) -> usize {
     tv.vault.flush_audit().unwrap();
-    tv.raw()
-        .query_row(
-            "SELECT count(*) FROM audit_log WHERE outcome IN ('denied', 'cross-tenant-denied')",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap() as usize
+    tv.raw().query_i64(
+        "SELECT count(*) FROM audit_log WHERE outcome IN ('denied', 'cross-tenant-denied')",
+        &[],
+    ) as usize
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(40), ..ProptestConfig::default() })]
 
     /// Random tokens of 3 tenants with random policies issue random
     /// operations on random paths, other tenants' included. Every allowed
@@ -253,12 +250,7 @@ fn expiry_and_revocation_take_effect_on_the_next_call() {
     let (id, tok) = issue(&tv, tenant_spec("acme", Role::User));
     tv.vault.authenticate(&tok).unwrap();
     // Revoked through another vault instance on the same files (another process).
-    let other = Vault::open(
-        SqliteStore::open(tv.db_path()).unwrap(),
-        &Unlock::KeyFile(tv.key_file()),
-        options(),
-    )
-    .unwrap();
+    let other = Vault::open(tv.store(), &Unlock::KeyFile(tv.key_file()), options()).unwrap();
     other.root_session().revoke_token(&id).unwrap();
     assert!(
         matches!(tv.vault.authenticate(&tok), Err(Error::Unauthenticated(m)) if m.contains("revoked"))
@@ -445,30 +437,25 @@ fn audit_verify_catches_each_kind_of_tampering() {
     assert_eq!(tenant_vault::verify_audit_file(&jsonl).unwrap(), Ok(8));
     let raw = tv.raw();
 
-    raw.execute("UPDATE audit_log SET outcome = 'denied' WHERE seq = 3", [])
-        .unwrap();
+    raw.execute("UPDATE audit_log SET outcome = 'denied' WHERE seq = 3", &[]);
     assert_eq!(audit_verify(&tv), Err(AuditProblem::Altered { seq: 3 }));
-    raw.execute("UPDATE audit_log SET outcome = 'ok' WHERE seq = 3", [])
-        .unwrap();
+    raw.execute("UPDATE audit_log SET outcome = 'ok' WHERE seq = 3", &[]);
     assert_eq!(audit_verify(&tv), Ok(8));
 
-    raw.execute_batch(
+    raw.batch(
         "UPDATE audit_log SET seq = 100 WHERE seq = 5;
          UPDATE audit_log SET seq = 5 WHERE seq = 6;
          UPDATE audit_log SET seq = 6 WHERE seq = 100;",
-    )
-    .unwrap();
+    );
     assert_eq!(audit_verify(&tv), Err(AuditProblem::OutOfOrder { seq: 5 }));
-    raw.execute_batch(
+    raw.batch(
         "UPDATE audit_log SET seq = 100 WHERE seq = 5;
          UPDATE audit_log SET seq = 5 WHERE seq = 6;
          UPDATE audit_log SET seq = 6 WHERE seq = 100;",
-    )
-    .unwrap();
+    );
     assert_eq!(audit_verify(&tv), Ok(8));
 
-    raw.execute("DELETE FROM audit_log WHERE seq = 4", [])
-        .unwrap();
+    raw.execute("DELETE FROM audit_log WHERE seq = 4", &[]);
     assert_eq!(
         audit_verify(&tv),
         Err(AuditProblem::Missing { from: 4, to: 4 })
@@ -533,7 +520,7 @@ fn the_audit_file_catches_up_with_the_stored_chain() {
 
     // Another vault, with a shorter chain, refuses this file.
     let other = key_file_vault(options());
-    let store = SqliteStore::open(other.db_path()).unwrap();
+    let store = other.store();
     match Vault::open(store, &Unlock::KeyFile(other.key_file()), with_file) {
         Err(Error::InvalidArgument(m)) => assert!(m.contains("another vault"), "{m}"),
         Err(e) => panic!("{e}"),
@@ -548,10 +535,21 @@ fn the_audit_trail_fails_closed() {
     let p = path("tenant/acme/a");
     tv.vault.flush_audit().unwrap();
     let raw = tv.raw();
-    raw.execute_batch(
-        "CREATE TRIGGER audit_full BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-    )
-    .unwrap();
+    // A trigger that refuses every audit record: a full disk.
+    let (create, drop_trigger) = match backend() {
+        Backend::Sqlite => (
+            "CREATE TRIGGER audit_full BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+            "DROP TRIGGER audit_full;",
+        ),
+        Backend::Postgres => (
+            "CREATE FUNCTION audit_full() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;
+             CREATE TRIGGER audit_full BEFORE INSERT ON audit_log
+                 FOR EACH ROW EXECUTE FUNCTION audit_full();",
+            "DROP TRIGGER audit_full ON audit_log; DROP FUNCTION audit_full();",
+        ),
+    };
+    raw.batch(create);
     // A read's record is buffered; once the buffer cannot be written,
     // every request is refused.
     let _ = root.get(&p);
@@ -564,7 +562,7 @@ fn the_audit_trail_fails_closed() {
         .put(&p, &Secret::from("must not land"), None)
         .unwrap_err();
     assert!(matches!(err, Error::AuditUnavailable(_)), "{err}");
-    raw.execute_batch("DROP TRIGGER audit_full;").unwrap();
+    raw.batch(drop_trigger);
     // Nothing was written while the trail was down.
     assert_eq!(
         root.get(&p).unwrap().value.expose(),
@@ -700,12 +698,22 @@ fn values_and_tokens_never_reach_the_database_or_the_audit_files() {
         planted.push(t);
     }
     let _ = tv.vault.authenticate(&planted[5][..54]);
-    let db = tv.db_path();
-    let TestVault { dir: _keep, vault } = tv;
+    let TestVault { dir, url, vault } = tv;
     drop(vault);
-    let mut files = storage_bytes(&db);
+    // Every stored value (both backends) and, on SQLite, every byte of its
+    // files; then the audit file.
+    let raw = Raw::open(&url);
+    let ciphertext = raw.query_bytes("SELECT ciphertext FROM versions WHERE name = 'p0'", &[]);
+    let mut files = raw.all_stored_bytes();
+    if sqlite() {
+        files.extend(storage_bytes(&dir.path().join("vault.db")));
+        assert!(files.len() > 10_000);
+    }
     files.extend(std::fs::read(&jsonl).unwrap());
-    assert!(files.len() > 10_000);
+    assert!(
+        contains(&files, &ciphertext),
+        "the search must find what is there"
+    );
     for p in &planted {
         assert!(
             !contains(&files, p.as_bytes()),
@@ -738,12 +746,7 @@ fn a_session_never_touches_another_tenants_rows() {
 fn watch_sees_changes_of_its_tenant_and_prefix_only_from_any_process() {
     let tv = setup(&["acme", "globex"]);
     // A second process on the same database file.
-    let other = Vault::open(
-        SqliteStore::open(tv.db_path()).unwrap(),
-        &Unlock::KeyFile(tv.key_file()),
-        options(),
-    )
-    .unwrap();
+    let other = Vault::open(tv.store(), &Unlock::KeyFile(tv.key_file()), options()).unwrap();
     let root = tv.vault.root_session();
     let token = tenant_token(
         &tv,

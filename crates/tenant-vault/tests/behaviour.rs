@@ -8,8 +8,8 @@ use std::sync::Arc;
 use common::*;
 use proptest::prelude::*;
 use tenant_vault::{
-    Error, ListPrefix, MetadataUpdate, ScopeKind, Secret, SqliteStore, Unlock, Vault,
-    create_key_file,
+    Error, ListPrefix, MetadataUpdate, ScopeKind, Secret, Unlock, Vault, create_key_file,
+    open_store,
 };
 
 #[test]
@@ -72,35 +72,24 @@ fn scope_status_reports_usage() {
     assert_eq!(slugs, ["acme", "globex"]);
 }
 
-fn passphrase_vault(pass: &str) -> (tempfile::TempDir, Vault) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("vault.db")).unwrap();
-    let v = Vault::init(store, &Unlock::Passphrase(Secret::from(pass)), options()).unwrap();
-    (dir, v)
-}
-
-fn root_row(db: &std::path::Path) -> Vec<u8> {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row("SELECT wrapped, salt FROM root_key", [], |r| {
-            Ok([r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?].concat())
-        })
-        .unwrap()
+fn root_row(url: &str) -> Vec<u8> {
+    let row = Raw::open(url).query_row("SELECT wrapped, salt FROM root_key", &[]);
+    [row[0].bytes(), row[1].bytes()].concat()
 }
 
 #[test]
 fn wrong_passphrase_is_a_typed_error_and_changes_nothing() {
-    let (dir, v) = passphrase_vault("correct horse battery staple");
+    let TestVault { dir, url, vault: v } =
+        passphrase_vault("correct horse battery staple", options());
     v.create_scope(&slug("acme"), ScopeKind::Enterprise)
         .unwrap();
     v.put(&path("tenant/acme/x"), &Secret::from("value"), None)
         .unwrap();
     drop(v);
-    let db = dir.path().join("vault.db");
-    let before = root_row(&db);
+    let before = root_row(&url);
     let open = |pass: &str| {
         Vault::open(
-            SqliteStore::open(&db).unwrap(),
+            open_store(&url).unwrap(),
             &Unlock::Passphrase(Secret::from(pass)),
             options(),
         )
@@ -114,12 +103,7 @@ fn wrong_passphrase_is_a_typed_error_and_changes_nothing() {
     // A key file is not what this vault takes.
     let kf = dir.path().join("k");
     create_key_file(&kf).unwrap();
-    let err = Vault::open(
-        SqliteStore::open(&db).unwrap(),
-        &Unlock::KeyFile(kf),
-        options(),
-    )
-    .unwrap_err();
+    let err = Vault::open(open_store(&url).unwrap(), &Unlock::KeyFile(kf), options()).unwrap_err();
     assert!(matches!(err, Error::WrongUnlockMethod { .. }), "{err}");
     // change_passphrase with the wrong current passphrase changes nothing.
     let v = open("correct horse battery staple").unwrap();
@@ -130,7 +114,7 @@ fn wrong_passphrase_is_a_typed_error_and_changes_nothing() {
         )
         .unwrap_err();
     assert!(matches!(err, Error::WrongPassphrase));
-    assert_eq!(root_row(&db), before, "the root record is unchanged");
+    assert_eq!(root_row(&url), before, "the root record is unchanged");
     assert_eq!(
         v.get(&path("tenant/acme/x")).unwrap().value.expose(),
         b"value"
@@ -139,7 +123,7 @@ fn wrong_passphrase_is_a_typed_error_and_changes_nothing() {
 
 #[test]
 fn change_passphrase_and_rotate_root_key() {
-    let (dir, v) = passphrase_vault("first passphrase");
+    let TestVault { dir, url, vault: v } = passphrase_vault("first passphrase", options());
     v.create_scope(&slug("acme"), ScopeKind::Enterprise)
         .unwrap();
     v.create_scope(&slug("globex"), ScopeKind::Freelance)
@@ -157,10 +141,9 @@ fn change_passphrase_and_rotate_root_key() {
         Err(Error::WrongPassphrase)
     ));
     drop(v);
-    let db = dir.path().join("vault.db");
-    let err = Vault::open(SqliteStore::open(&db).unwrap(), &first, options()).unwrap_err();
+    let err = Vault::open(open_store(&url).unwrap(), &first, options()).unwrap_err();
     assert!(matches!(err, Error::WrongPassphrase));
-    let v = Vault::open(SqliteStore::open(&db).unwrap(), &second, options()).unwrap();
+    let v = Vault::open(open_store(&url).unwrap(), &second, options()).unwrap();
     assert_eq!(v.get(&path("tenant/acme/x")).unwrap().value.expose(), b"a");
     assert_eq!(
         v.get(&path("tenant/globex/x")).unwrap().value.expose(),
@@ -172,12 +155,7 @@ fn change_passphrase_and_rotate_root_key() {
     v.change_passphrase(&second, &Unlock::KeyFile(kf.clone()))
         .unwrap();
     drop(v);
-    let v = Vault::open(
-        SqliteStore::open(&db).unwrap(),
-        &Unlock::KeyFile(kf),
-        options(),
-    )
-    .unwrap();
+    let v = Vault::open(open_store(&url).unwrap(), &Unlock::KeyFile(kf), options()).unwrap();
     assert_eq!(
         v.get(&path("tenant/globex/x")).unwrap().value.expose(),
         b"g"
@@ -189,17 +167,17 @@ fn wrong_key_file_is_a_typed_error() {
     let tv = vault_with_tenants(options(), &["acme"]);
     let other = tv.dir.path().join("other.key");
     create_key_file(&other).unwrap();
-    let store = SqliteStore::open(tv.db_path()).unwrap();
+    let store = tv.store();
     let err = Vault::open(store, &Unlock::KeyFile(other.clone()), options()).unwrap_err();
     assert!(
         matches!(&err, Error::WrongKeyFile(p) if *p == other),
         "{err}"
     );
-    let store = SqliteStore::open(tv.db_path()).unwrap();
+    let store = tv.store();
     let err = Vault::init(store, &Unlock::KeyFile(other), options()).unwrap_err();
     assert!(matches!(err, Error::AlreadyInitialized));
     let empty = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(empty.path().join("v.db")).unwrap();
+    let store = open_store(&new_storage_url(empty.path(), "v.db")).unwrap();
     assert!(matches!(
         Vault::open(store, &Unlock::KeyFile(tv.key_file()), options()),
         Err(Error::NotInitialized)
@@ -229,7 +207,7 @@ fn sealed_vault_refuses_everything_until_unsealed() {
     assert!(tv.vault.is_sealed());
     tv.vault.unseal(&Unlock::KeyFile(tv.key_file())).unwrap();
     assert_eq!(tv.vault.get(&p).unwrap().value.expose(), b"v");
-    let store = SqliteStore::open(tv.db_path()).unwrap();
+    let store = tv.store();
     let sealed = Vault::open_sealed(store, options()).unwrap();
     assert!(matches!(sealed.get(&p), Err(Error::Sealed)));
 }
@@ -494,14 +472,9 @@ fn tenant_key_rotation_and_rewrap() {
     tv.vault
         .put(&p, &Secret::from("under key 2"), None)
         .unwrap();
-    let kv = |v: u64| -> u32 {
+    let kv = |v: u64| {
         tv.raw()
-            .query_row(
-                "SELECT key_version FROM versions WHERE version = ?1",
-                [v],
-                |r| r.get(0),
-            )
-            .unwrap()
+            .query_i64("SELECT key_version FROM versions WHERE version = ?1", &[&v])
     };
     assert_eq!((kv(1), kv(2)), (1, 2));
     assert_eq!(
@@ -514,14 +487,12 @@ fn tenant_key_rotation_and_rewrap() {
     );
     assert_eq!(tv.vault.rewrap(&slug("acme")).unwrap(), 1);
     assert_eq!(kv(1), 2);
-    let keys: Vec<u32> = tv
+    let keys: Vec<i64> = tv
         .raw()
-        .prepare("SELECT version FROM data_keys")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .query("SELECT version FROM data_keys", &[])
+        .iter()
+        .map(|r| r[0].int())
+        .collect();
     assert_eq!(keys, vec![2], "the unused old key is shredded");
     let tv = tv.reopen(options());
     assert_eq!(
@@ -543,14 +514,15 @@ fn a_data_key_rotates_itself_before_its_encryption_budget_runs_out() {
             .put(&p, &Secret::from(format!("{i}")), None)
             .unwrap();
     }
-    let counts: Vec<(u32, u64)> = tv
+    let counts: Vec<(i64, i64)> = tv
         .raw()
-        .prepare("SELECT version, encryptions FROM data_keys ORDER BY version")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .query(
+            "SELECT version, encryptions FROM data_keys ORDER BY version",
+            &[],
+        )
+        .iter()
+        .map(|r| (r[0].int(), r[1].int()))
+        .collect();
     assert_eq!(counts, vec![(1, 3), (2, 3), (3, 1)]);
     for v in 1..=7u64 {
         assert_eq!(
@@ -612,7 +584,7 @@ fn listing_pages_through_one_tenant_only() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
 
     /// Encryption round-trips for any value up to the limit.
     #[test]

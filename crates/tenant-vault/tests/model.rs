@@ -232,7 +232,7 @@ fn run(tv: &TestVault, op: &Op) -> Out {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
 
     #[test]
     fn vault_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
@@ -246,22 +246,15 @@ proptest! {
             prop_assert_eq!(&got, &want, "step {} {:?}", i, op);
         }
         // The stored-bytes counter the quota relies on matches what is stored.
-        let raw = tv.raw();
-        let mut stmt = raw
-            .prepare(
-                "SELECT slug, bytes_used,
-                        (SELECT coalesce(sum(length(ciphertext)), 0) FROM versions v
-                         WHERE v.scope_id = scopes.id)
-                 FROM scopes",
-            )
-            .unwrap();
-        let rows: Vec<(String, i64, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        for (slug, counted, actual) in rows {
-            prop_assert_eq!(counted, actual, "bytes_used of {}", slug);
+        let rows = tv.raw().query(
+            "SELECT slug, bytes_used,
+                    (SELECT coalesce(sum(length(ciphertext)), 0) FROM versions v
+                     WHERE v.scope_id = scopes.id)
+             FROM scopes",
+            &[],
+        );
+        for r in rows {
+            prop_assert_eq!(r[1].int(), r[2].int(), "bytes_used of {}", r[0].text());
         }
     }
 }
