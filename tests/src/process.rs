@@ -13,7 +13,7 @@ use tenant_vault::Secret;
 
 /// Every variable `secret-mcp` reads, removed from the children's
 /// environment so the caller's shell cannot leak into a test.
-const ENV_VARS: [&str; 16] = [
+const ENV_VARS: [&str; 18] = [
     "SECRET_MCP_KEY_FILE",
     "SECRET_MCP_PASSPHRASE_FILE",
     "SECRET_MCP_TOKEN",
@@ -30,6 +30,8 @@ const ENV_VARS: [&str; 16] = [
     "SECRET_MCP_TLS_CLIENT_CA",
     "SECRET_MCP_STORAGE",
     "SECRET_MCP_DATA",
+    "SECRET_MCP_MIGRATE_FROM",
+    "SECRET_MCP_MIGRATE_TO",
 ];
 
 /// A vault in a temporary directory (data directory, key file, logs),

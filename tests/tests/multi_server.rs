@@ -252,3 +252,27 @@ async fn check_and_set_races_across_servers_have_one_winner_per_version() {
         }
     }
 }
+
+/// A server whose database is gone answers UNAVAILABLE (what clients and
+/// load balancers retry elsewhere), not INTERNAL, and names no password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_database_is_gone_answers_unavailable() {
+    let cluster = pg_harness::PgCluster::start();
+    let env = CliEnv::new(Some(cluster.fresh_database()));
+    env.init_with_key_file();
+    env.ok(&["tenant", "create", "acme"]);
+    let owner = env
+        .ok(&["token", "issue", "--tenant", "acme", "--role", "owner"])
+        .trim()
+        .to_owned();
+    let server = env.serve("0");
+    let c = server.client(&owner).await;
+    let p = path("tenant/acme/db");
+    c.put(&p, &Secret::from("v"), None).await.unwrap();
+    drop(cluster);
+    for _ in 0..2 {
+        let e = c.get(&p, None).await.unwrap_err();
+        assert_eq!(code(&e), Some(tonic::Code::Unavailable), "{e}");
+        assert!(e.to_string().contains("storage unavailable"), "{e}");
+    }
+}

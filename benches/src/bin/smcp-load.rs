@@ -62,8 +62,9 @@ USAGE:
   smcp-load [OPTIONS]
 
 OPTIONS:
-  --addr ADDR          an existing server (host:port or http://host:port);
-                       default: start one in-process on 127.0.0.1:0
+  --addr ADDR[,ADDR]   existing servers (host:port or http://host:port; with
+                       several, the connections are spread over them in
+                       turn); default: start one in-process on 127.0.0.1:0
   --token T            its tenant token (with --addr)
   --tenant SLUG        the tenant the secrets live in [default: bench]
   --secrets N          secrets to read and write [default: 1000]
@@ -77,6 +78,13 @@ OPTIONS:
   --parts              also time the parts of a Get in-process (no gRPC)
   --serve ADDR         only run a server on ADDR over a fresh bench vault,
                        print its address and token, run until Ctrl-C
+  --storage URL        the bench vault's storage (sqlite://PATH or
+                       postgres://...) [default: a temporary SQLite file];
+                       a storage that already holds a vault is opened with
+                       --key-file and served as it is (a second server on
+                       one database)
+  --key-file FILE      the vault's key file (created when missing)
+                       [default: a temporary one]
   --soak               open-loop soak at a fixed rate across many tenants
                        (server in this process; uses --duration,
                        --connections, --json and the options below)
@@ -110,6 +118,8 @@ struct Args {
     tenant_secrets: usize,
     read_percent: u32,
     max_in_flight: usize,
+    storage: Option<String>,
+    key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Args {
@@ -132,6 +142,8 @@ impl Default for Args {
             tenants: 1000,
             tenant_secrets: 10,
             read_percent: 80,
+            storage: None,
+            key_file: None,
             max_in_flight: 20_000,
         }
     }
@@ -239,6 +251,8 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
             "--tenant-secrets" => a.tenant_secrets = parse_count(&value()?)?,
             "--read-percent" => a.read_percent = parse_percent(&value()?)?,
             "--max-in-flight" => a.max_in_flight = parse_count(&value()?)?,
+            "--storage" => a.storage = Some(value()?),
+            "--key-file" => a.key_file = Some(value()?.into()),
             other => return Err(format!("unknown argument `{other}` (see --help)")),
         }
     }
@@ -316,11 +330,12 @@ impl Measured {
 }
 
 /// The bench vault: tenant `slug`, `n` secrets of 256 random bytes, a `user`
-/// token whose limits are raised out of the way.
+/// token whose limits are raised out of the way (`None` when an existing
+/// vault was opened: its token is the first server's).
 struct Fixture {
     _dir: tempfile::TempDir,
     vault: Arc<Vault>,
-    token: String,
+    token: Option<String>,
 }
 
 fn bench_dir() -> std::io::Result<tempfile::TempDir> {
@@ -336,12 +351,31 @@ fn secret_path(tenant: &str, i: usize) -> String {
     format!("tenant/{tenant}/load/secret-{i:04}")
 }
 
-fn fixture(tenant: &str, n: usize) -> Result<Fixture, Box<dyn std::error::Error>> {
+fn fixture(
+    tenant: &str,
+    n: usize,
+    storage: Option<&str>,
+    key_file: Option<&Path>,
+) -> Result<Fixture, Box<dyn std::error::Error>> {
     let dir = bench_dir()?;
-    let key = dir.path().join("vault.key");
-    create_key_file(&key)?;
+    let key = key_file.map_or_else(|| dir.path().join("vault.key"), Path::to_path_buf);
+    if !key.exists() {
+        create_key_file(&key)?;
+    }
+    let store = match storage {
+        Some(url) => tenant_vault::open_store(url)?,
+        None => Box::new(SqliteStore::open(dir.path().join("vault.db"))?),
+    };
+    if store.root()?.is_some() {
+        let vault = Vault::open(store, &Unlock::KeyFile(key), VaultOptions::default())?;
+        return Ok(Fixture {
+            _dir: dir,
+            vault: Arc::new(vault),
+            token: None,
+        });
+    }
     let vault = Arc::new(Vault::init(
-        SqliteStore::open(dir.path().join("vault.db"))?,
+        store,
         &Unlock::KeyFile(key),
         VaultOptions::default(),
     )?);
@@ -375,7 +409,7 @@ fn fixture(tenant: &str, n: usize) -> Result<Fixture, Box<dyn std::error::Error>
     Ok(Fixture {
         _dir: dir,
         vault,
-        token,
+        token: Some(token),
     })
 }
 
@@ -420,17 +454,28 @@ struct Target {
     secrets: usize,
 }
 
-async fn connect(addr: &str, n: usize) -> Result<Vec<Channel>, Box<dyn std::error::Error>> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
+/// `n` connections, spread over the comma-separated addresses in turn.
+async fn connect(addrs: &str, n: usize) -> Result<Vec<Channel>, Box<dyn std::error::Error>> {
+    let urls: Vec<String> = addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            if a.contains("://") {
+                a.to_owned()
+            } else {
+                format!("http://{a}")
+            }
+        })
+        .collect();
+    if urls.is_empty() {
+        return Err("no server address".into());
+    }
     let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n.max(urls.len()) {
         // One `connect()` per channel: a separate TCP connection each.
         v.push(
-            Endpoint::from_shared(url.clone())?
+            Endpoint::from_shared(urls[i % urls.len()].clone())?
                 .tcp_nodelay(true)
                 .connect()
                 .await?,
@@ -727,10 +772,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     // --serve: a server in this process only, for a generator in another.
     if let Some(bind) = &args.serve {
-        let fx = fixture(&args.tenant, args.secrets)?;
+        let fx = fixture(
+            &args.tenant,
+            args.secrets,
+            args.storage.as_deref(),
+            args.key_file.as_deref(),
+        )?;
         let (addr, stop, handle) = start_server(fx.vault.clone(), bind)?;
         println!("addr={addr}");
-        println!("token={}", fx.token);
+        if let Some(token) = &fx.token {
+            println!("token={token}");
+        }
         println!(
             "serving tenant `{}` with {} secrets; Ctrl-C stops",
             args.tenant, args.secrets
@@ -752,14 +804,22 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (Some(a), Some(t)) => (a.clone(), t.clone(), false),
         _ => {
             let t = Instant::now();
-            let fx = fixture(&args.tenant, args.secrets)?;
+            let fx = fixture(
+                &args.tenant,
+                args.secrets,
+                args.storage.as_deref(),
+                args.key_file.as_deref(),
+            )?;
             eprintln!(
                 "smcp-load: vault with {} secrets ready in {:.1} s",
                 args.secrets,
                 t.elapsed().as_secs_f64()
             );
             let (addr, stop, handle) = start_server(fx.vault.clone(), "127.0.0.1:0")?;
-            let token = fx.token.clone();
+            let token = fx
+                .token
+                .clone()
+                .ok_or("--storage holds a vault already: give its server's --addr and --token")?;
             fixture_opt = Some(fx);
             server = Some((stop, handle));
             (addr.to_string(), token, true)
@@ -819,13 +879,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("load average before {load_before}, after {load_after}");
 
     let parts = match (&fixture_opt, args.parts) {
-        (Some(fx), true) => Some(time_parts(
-            &fx.vault,
-            &fx.token,
-            &args.tenant,
-            args.secrets,
-            &rt,
-        )?),
+        (
+            Some(Fixture {
+                vault,
+                token: Some(token),
+                ..
+            }),
+            true,
+        ) => Some(time_parts(vault, token, &args.tenant, args.secrets, &rt)?),
         _ => None,
     };
 

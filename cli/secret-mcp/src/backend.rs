@@ -21,7 +21,8 @@ pub(crate) enum ExitKind {
     NotFound = 3,
     /// 4: locked out: wrong passphrase or key file, sealed, not allowed.
     Denied = 4,
-    /// 5: conflict: check-and-set mismatch, already initialized.
+    /// 5: conflict: check-and-set mismatch, already initialized, a migrate
+    /// target that is not empty.
     Conflict = 5,
     /// 6: a limit: value too large, quota reached.
     Limit = 6,
@@ -78,7 +79,10 @@ impl From<tenant_vault::Error> for CmdError {
             | E::WrongKeyFile(_)
             | E::WrongUnlockMethod { .. }
             | E::KeyFile { .. } => ExitKind::Denied,
-            E::CasMismatch { .. } | E::AlreadyInitialized | E::LastOwner(_) => ExitKind::Conflict,
+            E::CasMismatch { .. }
+            | E::AlreadyInitialized
+            | E::LastOwner(_)
+            | E::StoreNotEmpty(_) => ExitKind::Conflict,
             E::ValueTooLarge { .. } | E::QuotaExceeded { .. } | E::RateLimited { .. } => {
                 ExitKind::Limit
             }

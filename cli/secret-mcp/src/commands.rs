@@ -62,6 +62,16 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CmdResult<u8> {
             );
             return Ok(0);
         }
+        Command::Migrate(args) => {
+            if remote.is_some() {
+                return Err(CmdError::usage(
+                    "migrate copies a vault between stores this machine reaches and has no \
+                     remote form: unset --addr / SECRET_MCP_ADDR",
+                ));
+            }
+            crate::migrate::migrate(&cli.data_dir, args, &unlock, out)?;
+            return Ok(0);
+        }
         Command::Audit(AuditCommand::Verify { file: Some(f) }) => {
             audit_verified(
                 tenant_vault::verify_audit_file(f)?.map_err(|p| p.to_string()),
@@ -149,6 +159,7 @@ fn commands(
         | Command::Run(_)
         | Command::Serve(_)
         | Command::Dev(_)
+        | Command::Migrate(_)
         | Command::Server(_) => {
             unreachable!("handled before")
         }

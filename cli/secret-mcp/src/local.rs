@@ -53,7 +53,7 @@ impl Storage {
         }
     }
 
-    fn parse(url: &str) -> CmdResult<Storage> {
+    pub(crate) fn parse(url: &str) -> CmdResult<Storage> {
         if let Some(path) = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -95,7 +95,7 @@ impl Storage {
         }
     }
 
-    fn open(&self) -> CmdResult<Box<dyn tenant_vault::Store>> {
+    pub(crate) fn open(&self) -> CmdResult<Box<dyn tenant_vault::Store>> {
         Ok(match self {
             Storage::Sqlite(p) => Box::new(SqliteStore::open(p)?),
             Storage::Postgres(u) => Box::new(tenant_vault::PostgresStore::connect(u)?),
@@ -168,7 +168,7 @@ impl UnlockArgs {
             || read_config(data_dir)?.key_file.is_some())
     }
 
-    fn resolve(&self, data_dir: &Path) -> CmdResult<Unlock> {
+    pub(crate) fn resolve(&self, data_dir: &Path) -> CmdResult<Unlock> {
         if let Some(f) = &self.key_file {
             return Ok(Unlock::KeyFile(f.clone()));
         }

@@ -10,6 +10,7 @@ mod backend;
 mod commands;
 mod fingerprints;
 mod local;
+mod migrate;
 mod remote;
 mod run;
 mod serve;
@@ -33,7 +34,8 @@ Exit codes:
   2  bad command line or argument
   3  tenant, secret or version not found (or deleted / destroyed)
   4  refused: wrong passphrase, key file or token, permission denied, sealed
-  5  conflict: check-and-set mismatch, vault already initialized
+  5  conflict: check-and-set mismatch, vault already initialized, migrate target
+     not empty
   6  limit: value too large, quota or rate limit reached
   7  stored data or the audit trail failed its integrity check
 `run` exits with its program's code instead (128+N when a signal N killed it).";
@@ -169,6 +171,24 @@ enum Command {
     /// --fingerprints`: they recognise the values without containing them.
     #[command(subcommand)]
     Fingerprints(FingerprintsCommand),
+    /// Copy a whole vault into an empty store (SQLite to PostgreSQL or
+    /// back): ciphertexts, keys, tokens and the audit trail as stored, in
+    /// one transaction, then verified by decrypting every version in both.
+    /// The root key is copied wrapped, so the same --key-file or passphrase
+    /// unlocks the copy. Stop the servers writing to the source first.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The store holding the vault: sqlite://PATH or postgres://... (prefer
+    /// SECRET_MCP_MIGRATE_FROM when the URL holds a password).
+    #[arg(long, env = "SECRET_MCP_MIGRATE_FROM", hide_env_values = true)]
+    from: String,
+    /// The empty store to copy it into (a SQLite file is created if
+    /// missing); a store holding anything of a vault is refused (exit 5).
+    #[arg(long, env = "SECRET_MCP_MIGRATE_TO", hide_env_values = true)]
+    to: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -496,6 +516,20 @@ impl std::fmt::Debug for Cli {
     }
 }
 
+/// Never shows a database password.
+impl std::fmt::Debug for MigrateArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |url: &str| {
+            local::Storage::parse(url)
+                .map_or_else(|_| "[not a storage URL]".to_owned(), |s| s.describe())
+        };
+        f.debug_struct("MigrateArgs")
+            .field("from", &shown(&self.from))
+            .field("to", &shown(&self.to))
+            .finish()
+    }
+}
+
 /// Never shows the value.
 impl std::fmt::Debug for PutArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -564,5 +598,21 @@ mod tests {
         assert!(!shown.contains("not-a-real-token"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("tenant/acme/x"), "{shown}");
+    }
+
+    #[test]
+    fn debug_never_shows_a_database_password() {
+        let cli = Cli::try_parse_from([
+            "secret-mcp",
+            "migrate",
+            "--from",
+            "sqlite:///var/lib/v.db",
+            "--to",
+            "postgres://vault:hunter2@db:5432/vault?sslmode=require",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://db:5432/vault"), "{shown}");
     }
 }

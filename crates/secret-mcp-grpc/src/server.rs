@@ -400,7 +400,7 @@ fn status(e: &tenant_vault::Error) -> Status {
         E::ValueTooLarge { .. } | E::QuotaExceeded { .. } | E::RateLimited { .. } => {
             Code::ResourceExhausted
         }
-        E::Sealed | E::AuditUnavailable(_) => Code::Unavailable,
+        E::Sealed | E::AuditUnavailable(_) | E::StorageUnavailable { .. } => Code::Unavailable,
         E::Integrity(_) => Code::DataLoss,
         _ => Code::Internal,
     };

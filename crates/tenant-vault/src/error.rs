@@ -130,6 +130,12 @@ pub enum Error {
     #[error("integrity check failed for {0}: stored data was altered or damaged")]
     Integrity(String),
 
+    /// A whole-vault import ([`Store::import`](crate::Store::import)) was
+    /// refused because the target store already holds a vault or part of
+    /// one (named in the message). Nothing was changed.
+    #[error("the target store is not empty: it holds {0}")]
+    StoreNotEmpty(String),
+
     /// The store was written by a newer version of this software.
     #[error("the store's schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew {
@@ -179,6 +185,19 @@ pub enum Error {
     /// The audit trail cannot be written, so the request is refused.
     #[error("the audit trail cannot be written ({0}); requests are refused until it can")]
     AuditUnavailable(String),
+
+    /// The storage backend cannot be reached for now (a database server
+    /// that is down, restarting or failing over, or whose connections are
+    /// all in use): nothing was changed, and the same request may succeed
+    /// later.
+    #[error("storage unavailable while {context}: {source}")]
+    StorageUnavailable {
+        /// What the vault was doing.
+        context: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     /// The storage backend failed.
     #[error("storage error while {context}: {source}")]

@@ -117,10 +117,11 @@ pub use crate::session::{Change, IssuedToken, Session, TokenInfo, TokenSpec, Wat
 pub use crate::store::postgres::PostgresStore;
 pub use crate::store::sqlite::SqliteStore;
 pub use crate::store::{
-    AuditEntry, AuditRecord, Changed, DataKeyRecord, FoundVersion, LimitChange, Limits, Lookup,
-    PutOutcome, PutParams, RootRecord, ScopeId, ScopeKind, ScopeRecord, ScopeUsage, SealInput,
-    Sealed, SecretRecord, Store, StoredVersion, Timestamp, TokenInsert, TokenKindRecord,
-    TokenRecord, TokenRevoke, UnlockMethod, VersionChange, VersionSelector, open_store,
+    AuditEntry, AuditRecord, Changed, DataKeyRecord, DumpItem, FoundVersion, ImportCount,
+    LimitChange, Limits, Lookup, PutOutcome, PutParams, RootRecord, ScopeDump, ScopeId, ScopeKind,
+    ScopeRecord, ScopeUsage, SealInput, Sealed, SecretRecord, Store, StoredVersion, Timestamp,
+    TokenInsert, TokenKindRecord, TokenRecord, TokenRevoke, UnlockMethod, VersionChange,
+    VersionSelector, open_store,
 };
 pub use crate::vault::{
     ListPage, MAX_CUSTOM_ENTRIES, MAX_LIST_PAGE, MAX_VERSIONS_LIMIT, MetadataUpdate, ScopeCreated,

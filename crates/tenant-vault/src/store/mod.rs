@@ -108,7 +108,7 @@ impl UnlockMethod {
 }
 
 /// The wrapped root key and how to unwrap it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootRecord {
     /// Passphrase or key file.
     pub method: UnlockMethod,
@@ -142,7 +142,7 @@ pub struct ScopeRecord {
 }
 
 /// A tenant data key, wrapped by the root key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataKeyRecord {
     /// The scope it belongs to.
     pub scope_id: ScopeId,
@@ -461,6 +461,135 @@ pub struct ScopeUsage {
     pub bytes: u64,
 }
 
+/// A scope as [`Store::export`] reads it: the record with its plan, its
+/// per-tenant overrides of the plan's limits and its stored-bytes counter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopeDump {
+    /// The scope.
+    pub scope: ScopeRecord,
+    /// The plan's name.
+    pub plan: String,
+    /// Override of the plan's secret count, if set.
+    pub max_secrets: Option<u64>,
+    /// Override of the plan's stored bytes, if set.
+    pub max_bytes: Option<u64>,
+    /// Override of the plan's token count, if set.
+    pub max_tokens: Option<u64>,
+    /// Override of the plan's per-token request rate, if set.
+    pub rate_per_sec: Option<f64>,
+    /// Ciphertext bytes stored, all versions (the quota counter).
+    pub bytes_used: u64,
+}
+
+/// One item of a whole-vault dump: what [`Store::export`] streams and
+/// [`Store::import`] applies. A dump holds ciphertexts, wrapped keys, token
+/// hashes and metadata, exactly as stored: never a plaintext or an
+/// unwrapped key (it is as sensitive as the store itself, no more).
+///
+/// Items come in an order import can apply: the root record, every plan,
+/// the scopes, their data keys, secrets, versions, then the tokens and the
+/// audit records (by `seq`). Within a kind the order is fixed (scope id,
+/// name, version, token id), so two exports of equal stores are equal
+/// item by item, whatever their backends.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum DumpItem {
+    /// The wrapped root key (the same unlock material opens the copy).
+    Root(RootRecord),
+    /// A plan row (`plan` is its name); operators can add plans, so every
+    /// row is carried, the built-in ones included.
+    Plan(Limits),
+    /// A tenant scope with its plan, overrides and stored-bytes counter.
+    Scope(ScopeDump),
+    /// A wrapped data key with its encryption count.
+    DataKey(DataKeyRecord),
+    /// A secret's metadata (custom metadata and `max_versions` included).
+    Secret {
+        /// The scope it belongs to.
+        scope: ScopeId,
+        /// The secret.
+        secret: SecretRecord,
+    },
+    /// One version: nonce and ciphertext as stored (the associated data
+    /// binds them to the scope id, path, version and key version, all of
+    /// which are copied unchanged), or its deleted / destroyed state.
+    Version {
+        /// The scope it belongs to.
+        scope: ScopeId,
+        /// The secret's name.
+        name: SecretName,
+        /// The version.
+        version: StoredVersion,
+    },
+    /// A token (its hash, never the token), revoked or not.
+    Token(TokenRecord),
+    /// An audit record as stored (`seq`, `prev_hash`, `hash`), so the chain
+    /// still verifies in the copy.
+    Audit(AuditRecord),
+}
+
+/// What [`Store::import`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportCount {
+    /// Plan rows (added or replaced).
+    pub plans: u64,
+    /// Scopes.
+    pub scopes: u64,
+    /// Data keys.
+    pub data_keys: u64,
+    /// Secrets.
+    pub secrets: u64,
+    /// Versions (destroyed ones included).
+    pub versions: u64,
+    /// Tokens.
+    pub tokens: u64,
+    /// Audit records.
+    pub audit_records: u64,
+}
+
+impl ImportCount {
+    /// Counts one imported item.
+    pub(crate) fn add(&mut self, item: &DumpItem) {
+        match item {
+            DumpItem::Root(_) => {}
+            DumpItem::Plan(_) => self.plans += 1,
+            DumpItem::Scope(_) => self.scopes += 1,
+            DumpItem::DataKey(_) => self.data_keys += 1,
+            DumpItem::Secret { .. } => self.secrets += 1,
+            DumpItem::Version { .. } => self.versions += 1,
+            DumpItem::Token(_) => self.tokens += 1,
+            DumpItem::Audit(_) => self.audit_records += 1,
+        }
+    }
+}
+
+/// The refusal of [`Store::import`] into a store that already holds
+/// something of a vault; `None` when it holds nothing.
+pub(crate) fn not_empty(root: bool, scopes: u64, tokens: u64, audit: u64) -> Option<crate::Error> {
+    let mut held = Vec::new();
+    if root {
+        held.push("a root key".to_owned());
+    }
+    for (n, what) in [
+        (scopes, "scope"),
+        (tokens, "token"),
+        (audit, "audit record"),
+    ] {
+        match n {
+            0 => {}
+            1 => held.push(format!("1 {what}")),
+            n => held.push(format!("{n} {what}s")),
+        }
+    }
+    (!held.is_empty()).then(|| crate::Error::StoreNotEmpty(held.join(", ")))
+}
+
+/// The refusal of a dump without a root record.
+pub(crate) fn no_root() -> crate::Error {
+    crate::Error::InvalidArgument("the dump holds no root key record: nothing was imported".into())
+}
+
 /// Everything the vault needs from a storage backend.
 ///
 /// Implementations hold ciphertexts and wrapped keys only; they never see a
@@ -628,6 +757,22 @@ pub trait Store: Send + Sync {
         key_version: u32,
         reseal: &mut dyn FnMut(&SecretName, &StoredVersion) -> Result<Sealed>,
     ) -> Result<u64>;
+
+    /// Streams the whole vault to `sink`, item by item in [`DumpItem`]'s
+    /// order, from one consistent snapshot (one read transaction): writes
+    /// committed meanwhile are either all in the dump or not at all. An
+    /// error from `sink` stops the export and is returned.
+    fn export(&self, sink: &mut dyn FnMut(DumpItem) -> Result<()>) -> Result<()>;
+
+    /// Writes a dump (as [`Store::export`] produces it) into this store, in
+    /// one transaction: all of it or, on any error (an `Err` item
+    /// included), nothing. Plan rows replace the store's rows of the same
+    /// name. Refuses with [`Error::StoreNotEmpty`](crate::Error::StoreNotEmpty),
+    /// changing nothing, a store that already holds a root key, a scope, a
+    /// token or an audit record, and with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) a dump
+    /// without a root record.
+    fn import(&self, items: &mut dyn Iterator<Item = Result<DumpItem>>) -> Result<ImportCount>;
 }
 
 /// Opens the store a storage URL names, creating or migrating its schema:
@@ -844,6 +989,14 @@ impl<S: Store + ?Sized> Store for Box<S> {
     ) -> Result<u64> {
         (**self).reseal_all(scope, key_version, reseal)
     }
+
+    fn export(&self, sink: &mut dyn FnMut(DumpItem) -> Result<()>) -> Result<()> {
+        (**self).export(sink)
+    }
+
+    fn import(&self, items: &mut dyn Iterator<Item = Result<DumpItem>>) -> Result<ImportCount> {
+        (**self).import(items)
+    }
 }
 
 #[cfg(test)]
@@ -875,5 +1028,181 @@ mod tests {
             Timestamp(1_795_426_548_123).to_rfc3339(),
             "2026-11-23T09:35:48.123Z"
         );
+    }
+}
+
+/// What the export / import tests of both stores share: a vault with
+/// something of every kind, and the checks of a copy.
+#[cfg(test)]
+pub(crate) mod dump_tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::{AuditEntry, DumpItem, LimitChange, Store, Timestamp};
+    use crate::path::{SecretPath, Slug};
+    use crate::{
+        Error, MetadataUpdate, Role, ScopeKind, Secret, TokenSpec, Unlock, Vault, VaultOptions,
+    };
+
+    /// Token strings issued by [`populate`].
+    pub(crate) struct Tokens {
+        /// A live `acme` user token.
+        pub(crate) live: String,
+        /// A revoked `acme` user token.
+        pub(crate) revoked: String,
+    }
+
+    fn path(s: &str) -> SecretPath {
+        SecretPath::parse(s).unwrap()
+    }
+
+    /// Initializes a vault in `store` (unlocked by the key file `key`,
+    /// created) and writes two tenants (one on plan `custom`, which the
+    /// caller adds, with an override; one with a rate override and a
+    /// rotated key), versions live, soft-deleted and destroyed, custom
+    /// metadata, and tokens (one revoked, one expiring).
+    pub(crate) fn populate(store: Box<dyn Store>, key: &Path) -> Tokens {
+        crate::create_key_file(key).unwrap();
+        let vault = Vault::init(
+            store,
+            &Unlock::KeyFile(key.to_owned()),
+            VaultOptions::default(),
+        )
+        .unwrap();
+        let root = vault.root_session();
+        let (acme, solo) = (Slug::parse("acme").unwrap(), Slug::parse("solo").unwrap());
+        root.create_scope(&acme, ScopeKind::Enterprise).unwrap();
+        root.create_scope(&solo, ScopeKind::Freelance).unwrap();
+        root.set_limits(
+            &acme,
+            &LimitChange {
+                plan: Some("custom".into()),
+                max_secrets: Some(5),
+                ..LimitChange::default()
+            },
+        )
+        .unwrap();
+        root.set_limits(
+            &solo,
+            &LimitChange {
+                rate_per_sec: Some(1000.0),
+                max_bytes: Some(1 << 20),
+                ..LimitChange::default()
+            },
+        )
+        .unwrap();
+        let db = path("tenant/acme/db");
+        for i in 1..=3 {
+            root.put(&db, &Secret::from(format!("db-{i}")), None)
+                .unwrap();
+        }
+        root.delete(&db, &[2]).unwrap();
+        root.destroy(&db, &[1]).unwrap();
+        let api = path("tenant/acme/api/key");
+        root.put(&api, &Secret::from("api"), None).unwrap();
+        root.update_metadata(
+            &api,
+            &MetadataUpdate {
+                max_versions: Some(4),
+                custom: Some(BTreeMap::from([("owner".into(), "team-a".into())])),
+            },
+        )
+        .unwrap();
+        let x = path("tenant/solo/x");
+        root.put(&x, &Secret::from("x-1"), None).unwrap();
+        root.rotate_key(&solo, false).unwrap();
+        root.put(&x, &Secret::from("x-2"), None).unwrap();
+        let issue = |tenant: Option<&Slug>, role, ttl| {
+            let t = root
+                .issue_token(&TokenSpec {
+                    tenant: tenant.cloned(),
+                    role,
+                    ttl,
+                    description: "test".into(),
+                    ..TokenSpec::default()
+                })
+                .unwrap();
+            (t.id, String::from_utf8(t.token.expose().to_vec()).unwrap())
+        };
+        issue(Some(&acme), Some(Role::Owner), None);
+        let (_, live) = issue(
+            Some(&acme),
+            Some(Role::User),
+            Some(Duration::from_secs(3600)),
+        );
+        let (revoked_id, revoked) = issue(Some(&acme), Some(Role::User), None);
+        issue(None, None, None);
+        root.revoke_token(&revoked_id).unwrap();
+        vault.flush_audit().unwrap();
+        Tokens { live, revoked }
+    }
+
+    /// Everything `store` exports.
+    pub(crate) fn export_all(store: &dyn Store) -> Vec<DumpItem> {
+        let mut items = Vec::new();
+        store
+            .export(&mut |i| {
+                items.push(i);
+                Ok(())
+            })
+            .unwrap();
+        items
+    }
+
+    /// An audit entry.
+    pub(crate) fn entry() -> AuditEntry {
+        AuditEntry {
+            time: Timestamp(1),
+            request_id: "r".into(),
+            principal: "root".into(),
+            tenant: String::new(),
+            operation: "status".into(),
+            path: String::new(),
+            version: None,
+            outcome: "ok".into(),
+        }
+    }
+
+    /// The copy opens with the same key file and serves what [`populate`]
+    /// wrote: values, deleted and destroyed states, limits, tokens (the
+    /// revoked one refused), and an audit chain that verifies.
+    pub(crate) fn check_copy(store: Box<dyn Store>, key: &Path, tokens: &Tokens) {
+        let vault = Vault::open(
+            store,
+            &Unlock::KeyFile(key.to_owned()),
+            VaultOptions::default(),
+        )
+        .unwrap();
+        let db = path("tenant/acme/db");
+        assert_eq!(vault.get(&db).unwrap().value.expose(), b"db-3");
+        assert!(matches!(
+            vault.get_version(&db, 2),
+            Err(Error::VersionDeleted { .. })
+        ));
+        assert!(matches!(
+            vault.get_version(&db, 1),
+            Err(Error::VersionDestroyed { .. })
+        ));
+        assert!(vault.version_digest(&db, 2).unwrap().is_some());
+        assert_eq!(vault.version_digest(&db, 1).unwrap(), None);
+        let x = path("tenant/solo/x");
+        assert_eq!(vault.get_version(&x, 1).unwrap().value.expose(), b"x-1");
+        assert_eq!(vault.get_version(&x, 2).unwrap().value.expose(), b"x-2");
+        let meta = vault.metadata(&path("tenant/acme/api/key")).unwrap();
+        assert_eq!(meta.max_versions, 4);
+        assert_eq!(meta.custom.get("owner").map(String::as_str), Some("team-a"));
+        let limits = vault.limits(&Slug::parse("acme").unwrap()).unwrap();
+        assert_eq!((limits.plan.as_str(), limits.max_secrets), ("custom", 5));
+        assert_eq!(limits.max_tokens, 3, "the custom plan's row came along");
+        let solo = vault.limits(&Slug::parse("solo").unwrap()).unwrap();
+        assert_eq!((solo.rate_per_sec, solo.max_bytes), (1000.0, 1 << 20));
+        assert!(vault.authenticate(&tokens.live).is_ok());
+        assert!(matches!(
+            vault.authenticate(&tokens.revoked),
+            Err(Error::Unauthenticated(_))
+        ));
+        let n = vault.verify_audit().unwrap().unwrap();
+        assert!(n > 10, "{n} records");
     }
 }

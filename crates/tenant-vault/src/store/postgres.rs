@@ -26,6 +26,8 @@ use crate::crypto::KdfParams;
 use crate::error::{Error, Result};
 use crate::path::{SecretName, Slug};
 
+mod dump;
+
 /// Connections kept by the pool.
 const POOL_SIZE: usize = 16;
 /// How long a call waits for a free connection.
@@ -165,11 +167,68 @@ fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
             );
             if *d.code() == SqlState::DATA_CORRUPTED || *d.code() == SqlState::INDEX_CORRUPTED {
                 Error::Integrity(format!("the database ({context}: {msg})"))
+            } else if unavailable(d.code()) {
+                unavailable_error(context, msg)
             } else {
                 Error::storage(context, msg)
             }
         }
+        // No answer from the server: the connection broke or was closed.
+        None if broken_connection(&e) => unavailable_error(context, e),
         None => Error::storage(context, e),
+    }
+}
+
+/// SQLSTATEs after which the same request may succeed later, on this server
+/// or, after a failover, on another: connection exceptions (class 08), the
+/// server shutting down or starting (57P01 to 57P03), a standby that cannot
+/// take writes (25006, what a primary demoted in a failover answers), too
+/// many connections (53300).
+fn unavailable(code: &SqlState) -> bool {
+    code.code().starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code)
+}
+
+/// True when a client error means the server could not be reached or the
+/// connection broke (refused, reset, timed out, closed), not that the
+/// request or the configuration is wrong (a TLS certificate that does not
+/// verify is `InvalidData`, and stays a plain storage error).
+fn broken_connection(e: &tokio_postgres::Error) -> bool {
+    use std::io::ErrorKind as K;
+    if e.is_closed() {
+        return true;
+    }
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::TimedOut
+                    | K::UnexpectedEof
+                    | K::AddrNotAvailable
+            )
+        })
+}
+
+fn unavailable_error(
+    context: &'static str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::StorageUnavailable {
+        context,
+        source: source.into(),
     }
 }
 
@@ -968,10 +1027,21 @@ impl PostgresStore {
 
     async fn conn(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            Error::storage(
-                "connecting to the database",
-                format!("{}: {e}", self.target),
-            )
+            const CTX: &str = "connecting to the database";
+            let transient = match &e {
+                deadpool_postgres::PoolError::Timeout(_) => true,
+                deadpool_postgres::PoolError::Backend(b) => match b.as_db_error() {
+                    Some(d) => unavailable(d.code()),
+                    None => broken_connection(b),
+                },
+                _ => false,
+            };
+            let msg = format!("{}: {e}", self.target);
+            if transient {
+                unavailable_error(CTX, msg)
+            } else {
+                Error::storage(CTX, msg)
+            }
         })
     }
 
@@ -2262,6 +2332,17 @@ impl Store for PostgresStore {
             Ok(n)
         })
     }
+
+    fn export(&self, sink: &mut dyn FnMut(super::DumpItem) -> Result<()>) -> Result<()> {
+        dump::export(self, sink)
+    }
+
+    fn import(
+        &self,
+        items: &mut dyn Iterator<Item = Result<super::DumpItem>>,
+    ) -> Result<super::ImportCount> {
+        dump::import(self, items)
+    }
 }
 
 fn method_name(m: UnlockMethod) -> &'static str {
@@ -2322,6 +2403,10 @@ mod tests {
         ))
         .unwrap_err();
         let msg = err.to_string();
+        assert!(
+            matches!(err, Error::StorageUnavailable { .. }),
+            "a refused connection may succeed later: {msg}"
+        );
         assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
         assert!(!format!("{err:?}").contains("hunter2"));

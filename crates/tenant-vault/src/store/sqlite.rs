@@ -25,6 +25,8 @@ use crate::crypto::KdfParams;
 use crate::error::{Error, Result};
 use crate::path::{SecretName, Slug};
 
+mod dump;
+
 /// Read connections kept open besides the writer.
 const READERS: usize = 4;
 /// How long a statement waits for a lock held by another connection.
@@ -495,40 +497,7 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
 
 impl Store for SqliteStore {
     fn root(&self) -> Result<Option<RootRecord>> {
-        let conn = self.reader();
-        conn.query_row(
-            "SELECT method, kdf_m_cost, kdf_t_cost, kdf_p_cost, salt, version, wrapped,
-                    created_at, rotated_at FROM root_key WHERE id = 1",
-            [],
-            |r| {
-                let method: String = r.get(0)?;
-                let m: Option<u32> = r.get(1)?;
-                let t: Option<u32> = r.get(2)?;
-                let p: Option<u32> = r.get(3)?;
-                Ok(RootRecord {
-                    method: if method == "passphrase" {
-                        UnlockMethod::Passphrase
-                    } else {
-                        UnlockMethod::KeyFile
-                    },
-                    kdf: match (m, t, p) {
-                        (Some(m_cost_kib), Some(t_cost), Some(p_cost)) => Some(KdfParams {
-                            m_cost_kib,
-                            t_cost,
-                            p_cost,
-                        }),
-                        _ => None,
-                    },
-                    salt: r.get(4)?,
-                    version: r.get(5)?,
-                    wrapped: r.get(6)?,
-                    created_at: Timestamp(r.get(7)?),
-                    rotated_at: Timestamp(r.get(8)?),
-                })
-            },
-        )
-        .optional()
-        .map_err(db("reading the root key"))
+        read_root(&self.reader()).map_err(db("reading the root key"))
     }
 
     fn init_root(&self, root: &RootRecord) -> Result<()> {
@@ -1422,6 +1391,52 @@ impl Store for SqliteStore {
         tx.commit().map_err(db(CTX))?;
         Ok(n)
     }
+
+    fn export(&self, sink: &mut dyn FnMut(super::DumpItem) -> Result<()>) -> Result<()> {
+        dump::export(self, sink)
+    }
+
+    fn import(
+        &self,
+        items: &mut dyn Iterator<Item = Result<super::DumpItem>>,
+    ) -> Result<super::ImportCount> {
+        dump::import(self, items)
+    }
+}
+
+fn read_root(conn: &Connection) -> rusqlite::Result<Option<RootRecord>> {
+    conn.query_row(
+        "SELECT method, kdf_m_cost, kdf_t_cost, kdf_p_cost, salt, version, wrapped,
+                created_at, rotated_at FROM root_key WHERE id = 1",
+        [],
+        |r| {
+            let method: String = r.get(0)?;
+            let m: Option<u32> = r.get(1)?;
+            let t: Option<u32> = r.get(2)?;
+            let p: Option<u32> = r.get(3)?;
+            Ok(RootRecord {
+                method: if method == "passphrase" {
+                    UnlockMethod::Passphrase
+                } else {
+                    UnlockMethod::KeyFile
+                },
+                kdf: match (m, t, p) {
+                    (Some(m_cost_kib), Some(t_cost), Some(p_cost)) => Some(KdfParams {
+                        m_cost_kib,
+                        t_cost,
+                        p_cost,
+                    }),
+                    _ => None,
+                },
+                salt: r.get(4)?,
+                version: r.get(5)?,
+                wrapped: r.get(6)?,
+                created_at: Timestamp(r.get(7)?),
+                rotated_at: Timestamp(r.get(8)?),
+            })
+        },
+    )
+    .optional()
 }
 
 fn write_root(tx: &Connection, root: &RootRecord, insert: bool) -> rusqlite::Result<usize> {
