@@ -208,13 +208,19 @@ struct Root {
     version: u32,
 }
 
+/// How long unwrapped data keys are trusted without checking the cache
+/// marker when no authentication has checked it meanwhile (an embedded
+/// vault used as root): the longest a key rotated or a tenant deleted by
+/// another process stays unwrapped here.
+const KEY_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A vault: tenant scopes of encrypted, versioned secrets.
 ///
 /// `Vault` is `Send + Sync`; share it with an `Arc`.
 pub struct Vault {
     store: Arc<dyn Store>,
     auditor: Auditor,
-    /// Verified tokens by hash, valid while the store's change marker holds.
+    /// Verified tokens by hash, valid while the store's cache marker holds.
     tokens: Mutex<(u64, HashMap<Vec<u8>, Principal>)>,
     /// Token buckets by token id: (tokens left, last refill).
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
@@ -222,6 +228,11 @@ pub struct Vault {
     root: RwLock<Option<Arc<Root>>>,
     /// Unwrapped data keys by scope id (never reused) and key version.
     keys: RwLock<HashMap<ScopeId, HashMap<u32, Arc<Key>>>>,
+    /// The cache marker the keys were last checked against, and when: every
+    /// authentication checks it; a key lookup without one checks it once
+    /// [`KEY_RECHECK`] has passed. When it moved (a key rotated, a tenant
+    /// deleted, on any server), every unwrapped key is dropped.
+    keys_marker: Mutex<(u64, Instant)>,
     /// Serializes changes to the root key within this process.
     root_change: Mutex<()>,
 }
@@ -367,6 +378,7 @@ impl Vault {
             opts,
             root: RwLock::new(root.map(Arc::new)),
             keys: RwLock::new(HashMap::new()),
+            keys_marker: Mutex::new((u64::MAX, Instant::now())),
             root_change: Mutex::new(()),
         })
     }
@@ -399,6 +411,7 @@ impl Vault {
     }
 
     fn root(&self) -> Result<Arc<Root>> {
+        self.recheck_keys();
         self.root
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -437,7 +450,34 @@ impl Vault {
         Ok(key)
     }
 
+    /// Drops every unwrapped data key if the cache marker moved since the
+    /// last check.
+    fn check_keys(&self, marker: u64) {
+        let mut seen = self.keys_marker.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.0 != marker {
+            self.keys.write().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        *seen = (marker, Instant::now());
+    }
+
+    /// Checks the cache marker if no check happened for [`KEY_RECHECK`]
+    /// (every operation passes here). When it cannot be read, the keys are
+    /// dropped rather than trusted.
+    fn recheck_keys(&self) {
+        let stale = self
+            .keys_marker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .elapsed()
+            >= KEY_RECHECK;
+        if stale {
+            self.check_keys(self.store.cache_marker().unwrap_or(u64::MAX));
+        }
+    }
+
     fn cached_key(&self, scope: &ScopeId, version: u32) -> Option<Arc<Key>> {
+        self.recheck_keys();
         self.keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -1108,7 +1148,8 @@ impl Vault {
             return refuse("anonymous", format!("malformed token: {e}"));
         }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let marker = self.store.change_marker()?;
+        let marker = self.store.cache_marker()?;
+        self.check_keys(marker);
         {
             let mut cache = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             if cache.0 != marker {
@@ -1395,6 +1436,74 @@ impl Vault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tenant deleted through another instance (process or server) on the
+    /// same store has its unwrapped keys dropped here at the next
+    /// authentication, and after [`KEY_RECHECK`] without one; secret writes
+    /// and reads do not drop them.
+    #[test]
+    fn unwrapped_keys_follow_the_cache_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("v.db");
+        let key = dir.path().join("v.key");
+        create_key_file(&key).unwrap();
+        let unlock = Unlock::KeyFile(key);
+        let open = || {
+            Vault::open(
+                crate::SqliteStore::open(&db).unwrap(),
+                &unlock,
+                VaultOptions::default(),
+            )
+            .unwrap()
+        };
+        drop(
+            Vault::init(
+                crate::SqliteStore::open(&db).unwrap(),
+                &unlock,
+                VaultOptions::default(),
+            )
+            .unwrap(),
+        );
+        let (a, b) = (open(), open());
+        let acme = Slug::parse("acme").unwrap();
+        let p = SecretPath::parse("tenant/acme/db").unwrap();
+        a.create_scope(&acme, ScopeKind::Enterprise).unwrap();
+        let token = a
+            .root_session()
+            .issue_token(&TokenSpec {
+                tenant: Some(acme.clone()),
+                role: Some(Role::Owner),
+                ..Default::default()
+            })
+            .unwrap();
+        let token = String::from_utf8(token.token.expose().to_vec()).unwrap();
+        let scope = a.store.scope(&acme).unwrap().unwrap().id;
+        let held = |v: &Vault| v.keys.read().unwrap().contains_key(&scope);
+
+        a.authenticate(&token).unwrap();
+        a.put(&p, &Secret::from("v"), None).unwrap();
+        a.get(&p).unwrap();
+        b.put(&p, &Secret::from("w"), None).unwrap();
+        a.authenticate(&token).unwrap();
+        assert!(held(&a), "writes elsewhere keep the cache");
+
+        b.delete_scope(&acme).unwrap();
+        assert!(held(&a));
+        assert!(a.authenticate(&token).is_err(), "its token went with it");
+        assert!(!held(&a), "dropped at the next authentication");
+
+        // Without authentications: dropped once KEY_RECHECK has passed.
+        a.create_scope(&acme, ScopeKind::Enterprise).unwrap();
+        a.put(&p, &Secret::from("v"), None).unwrap();
+        let scope = a.store.scope(&acme).unwrap().unwrap().id;
+        let held = |v: &Vault| v.keys.read().unwrap().contains_key(&scope);
+        a.get(&p).unwrap();
+        assert!(held(&a));
+        b.delete_scope(&acme).unwrap();
+        std::thread::sleep(KEY_RECHECK + std::time::Duration::from_millis(50));
+        assert!(a.get(&p).is_err());
+        assert!(!held(&a), "dropped by the periodic check");
+    }
 
     #[test]
     fn token_hashes_are_compared_in_constant_time() {

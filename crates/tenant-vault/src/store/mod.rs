@@ -732,8 +732,16 @@ pub trait Store: Send + Sync {
         audit: Option<&AuditEntry>,
     ) -> Result<TokenRevoke>;
     /// A number that changes whenever another connection or process commits
-    /// a change; caches of stored state are valid while it stays the same.
+    /// a change (watches poll the audit trail when it moves).
     fn change_marker(&self) -> Result<u64>;
+    /// A number that changes whenever, through any connection, process or
+    /// server, a change commits to what a server caches: the root record,
+    /// scopes, data keys, limits and tokens (it is moved inside those
+    /// changes' transactions, so a cache refreshed before a commit sees it
+    /// move after). Caches of tokens and unwrapped data keys are valid while
+    /// it stays the same; it does not move with secret writes or audit
+    /// records.
+    fn cache_marker(&self) -> Result<u64>;
 
     /// Appends entries to the audit chain in one transaction (the chain is
     /// extended from its stored end, so several processes share one chain).
@@ -963,6 +971,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn change_marker(&self) -> Result<u64> {
         (**self).change_marker()
+    }
+
+    fn cache_marker(&self) -> Result<u64> {
+        (**self).cache_marker()
     }
 
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>> {

@@ -2190,6 +2190,15 @@ impl Store for PostgresStore {
         })
     }
 
+    fn cache_marker(&self) -> Result<u64> {
+        const CTX: &str = "reading the cache marker";
+        self.block(async {
+            let c = self.conn().await?;
+            let r = query_one(&c, CTX, "SELECT changes FROM vault_state WHERE id = 1", &[]).await?;
+            col_u64(&r, 0)
+        })
+    }
+
     fn change_marker(&self) -> Result<u64> {
         const CTX: &str = "reading the change marker";
         self.block(async {

@@ -138,6 +138,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         prev_hash   BLOB    NOT NULL,
         hash        BLOB    NOT NULL
     );",
+    // 3: the cache marker: bumped by every change a server caches (root,
+    // scopes, data keys, limits, tokens), read by `cache_marker`.
+    "CREATE TABLE vault_state (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        changes  INTEGER NOT NULL
+    );
+    INSERT INTO vault_state VALUES (1, 0);",
 ];
 
 /// Maps a backend error to [`Error::Storage`] with what was being done, or
@@ -347,6 +354,15 @@ fn append_in(
     Ok(out)
 }
 
+/// Moves the cache marker, inside `tx` (see [`Store::cache_marker`]).
+pub(super) fn bump(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE vault_state SET changes = changes + 1 WHERE id = 1",
+        [],
+    )
+    .map(drop)
+}
+
 fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("starting a transaction"))
@@ -510,6 +526,7 @@ impl Store for SqliteStore {
             return Err(Error::AlreadyInitialized);
         }
         write_root(&tx, root, true).map_err(db("initializing the vault"))?;
+        bump(&tx).map_err(db("initializing the vault"))?;
         tx.commit().map_err(db("initializing the vault"))
     }
 
@@ -536,6 +553,7 @@ impl Store for SqliteStore {
                 }
             }
         }
+        bump(&tx).map_err(db("replacing the root key"))?;
         tx.commit().map_err(db("replacing the root key"))
     }
 
@@ -585,6 +603,7 @@ impl Store for SqliteStore {
         .map_err(db("creating a scope"))?;
         insert_data_key(&tx, first_key).map_err(db("creating a scope"))?;
         append_in(&tx, audit.cloned()).map_err(db("creating a scope"))?;
+        bump(&tx).map_err(db("creating a scope"))?;
         tx.commit().map_err(db("creating a scope"))?;
         Ok(None)
     }
@@ -621,6 +640,7 @@ impl Store for SqliteStore {
         tx.execute("DELETE FROM scopes WHERE id = ?1", [&id.0])
             .map_err(db("deleting a scope"))?;
         append_in(&tx, audit.cloned()).map_err(db("deleting a scope"))?;
+        bump(&tx).map_err(db("deleting a scope"))?;
         tx.commit().map_err(db("deleting a scope"))?;
         Self::checkpoint(&conn)?;
         Ok(Some(id))
@@ -675,13 +695,14 @@ impl Store for SqliteStore {
             audit.map(|a| a.with_version(Some(u64::from(key.version)))),
         )
         .map_err(db("adding a data key"))?;
+        bump(&tx).map_err(db("adding a data key"))?;
         tx.commit().map_err(db("adding a data key"))
     }
 
     fn remove_unused_data_keys(&self, scope: &ScopeId) -> Result<Vec<u32>> {
         let mut conn = self.writer();
         let tx = immediate(&mut conn)?;
-        let removed = tx
+        let removed: Vec<u32> = tx
             .prepare(
                 "DELETE FROM data_keys
                  WHERE scope_id = ?1
@@ -692,6 +713,9 @@ impl Store for SqliteStore {
             )
             .and_then(|mut s| s.query_map([&scope.0], |r| r.get(0))?.collect())
             .map_err(db("removing unused data keys"))?;
+        if !removed.is_empty() {
+            bump(&tx).map_err(db("removing unused data keys"))?;
+        }
         tx.commit().map_err(db("removing unused data keys"))?;
         Ok(removed)
     }
@@ -1139,6 +1163,7 @@ impl Store for SqliteStore {
             .map_err(db(CTX))?;
         if n == 1 {
             append_in(&tx, audit.cloned()).map_err(db(CTX))?;
+            bump(&tx).map_err(db(CTX))?;
         }
         tx.commit().map_err(db(CTX))?;
         Ok(n == 1)
@@ -1199,6 +1224,7 @@ impl Store for SqliteStore {
         )
         .map_err(db(CTX))?;
         append_in(&tx, audit.cloned()).map_err(db(CTX))?;
+        bump(&tx).map_err(db(CTX))?;
         tx.commit().map_err(db(CTX))?;
         Ok(TokenInsert::Inserted)
     }
@@ -1273,8 +1299,16 @@ impl Store for SqliteStore {
         )
         .map_err(db(CTX))?;
         append_in(&tx, audit.cloned()).map_err(db(CTX))?;
+        bump(&tx).map_err(db(CTX))?;
         tx.commit().map_err(db(CTX))?;
         Ok(TokenRevoke::Revoked)
+    }
+
+    fn cache_marker(&self) -> Result<u64> {
+        let c = self.marker.lock().unwrap_or_else(|p| p.into_inner());
+        c.prepare_cached("SELECT changes FROM vault_state WHERE id = 1")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(db("reading the cache marker"))
     }
 
     fn change_marker(&self) -> Result<u64> {
@@ -1645,6 +1679,48 @@ mod tests {
             .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    /// Migration 3 adds the cache marker to a populated version 2 database;
+    /// the marker then moves with cached state and only with it.
+    #[test]
+    fn migration_3_adds_the_cache_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.db");
+        {
+            let mut c = Connection::open(&p).unwrap();
+            migrate(&mut c, 2).unwrap();
+            c.execute_batch("INSERT INTO scopes (id, slug, kind, created_at, active_key_version) VALUES ('e', 'acme', 'enterprise', 0, 1);")
+                .unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        assert_eq!(user_version(&s.writer()) as usize, MIGRATIONS.len());
+        assert_eq!(s.cache_marker().unwrap(), 0);
+        let slug = Slug::parse("acme").unwrap();
+        assert!(s.set_limits(&slug, &LimitChange::default(), None).unwrap());
+        assert_eq!(s.cache_marker().unwrap(), 1);
+        // Audit records and failed changes do not move it.
+        s.append_audit(&[AuditEntry {
+            time: Timestamp(1),
+            request_id: "r".into(),
+            principal: "root".into(),
+            tenant: String::new(),
+            operation: "get".into(),
+            path: String::new(),
+            version: None,
+            outcome: "ok".into(),
+        }])
+        .unwrap();
+        let nobody = Slug::parse("nobody").unwrap();
+        assert!(
+            !s.set_limits(&nobody, &LimitChange::default(), None)
+                .unwrap()
+        );
+        assert_eq!(s.cache_marker().unwrap(), 1);
+        // Another connection's change is seen.
+        let other = SqliteStore::open(&p).unwrap();
+        other.delete_scope(&slug, None).unwrap();
+        assert_eq!(s.cache_marker().unwrap(), 2);
     }
 
     #[test]

@@ -333,6 +333,7 @@ pub(super) fn import(
     if !saw_root {
         return Err(no_root());
     }
+    super::bump(&tx).map_err(db(CTX))?;
     tx.commit().map_err(db(CTX))?;
     Ok(count)
 }
