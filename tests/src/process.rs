@@ -8,8 +8,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use secret_mcp_grpc::{Client, ClientOptions};
-use tenant_vault::Secret;
+use secret_mcp_grpc::{Client, ClientOptions, Error as GrpcError};
+use tenant_vault::{Secret, SecretPath};
+
+/// A path the test spells out.
+pub fn path(s: &str) -> SecretPath {
+    SecretPath::parse(s).unwrap()
+}
+
+/// The status code of a client error (`None`: not a status).
+pub fn code(e: &GrpcError) -> Option<tonic::Code> {
+    match e {
+        GrpcError::Status { code, .. } => Some(*code),
+        _ => None,
+    }
+}
 
 /// Every variable `secret-mcp` reads, removed from the children's
 /// environment so the caller's shell cannot leak into a test.

@@ -5,20 +5,8 @@
 
 use std::path::Path;
 
-use secret_mcp_grpc::Error as GrpcError;
-use tenant_vault::{DumpItem, SecretPath, Store, open_store};
-use tenant_vault_tests::process::CliEnv;
-
-fn path(s: &str) -> SecretPath {
-    SecretPath::parse(s).unwrap()
-}
-
-fn code(e: &GrpcError) -> Option<tonic::Code> {
-    match e {
-        GrpcError::Status { code, .. } => Some(*code),
-        _ => None,
-    }
-}
+use tenant_vault::{DumpItem, Store, open_store};
+use tenant_vault_tests::process::{CliEnv, code, path};
 
 /// Everything the store at `url` holds, as its export (on a thread of its
 /// own: the PostgreSQL store blocks, which async tests must not do).

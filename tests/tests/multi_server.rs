@@ -21,23 +21,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secret_mcp_grpc::{Client, Error as GrpcError};
-use tenant_vault::{ListPrefix, Secret, SecretPath, Slug};
-use tenant_vault_tests::process::{CliEnv, ServerProc};
+use secret_mcp_grpc::Client;
+use tenant_vault::{ListPrefix, Secret, Slug};
+use tenant_vault_tests::process::{CliEnv, ServerProc, code, path};
 use tokio::sync::Barrier;
 
 const SERVERS: usize = 3;
-
-fn path(s: &str) -> SecretPath {
-    SecretPath::parse(s).unwrap()
-}
-
-fn code(e: &GrpcError) -> Option<tonic::Code> {
-    match e {
-        GrpcError::Status { code, .. } => Some(*code),
-        _ => None,
-    }
-}
 
 /// A vault initialized on a fresh database, with tenant `acme` and three
 /// servers on it.
