@@ -450,6 +450,32 @@ async fn bump<C: GenericClient>(c: &C, ctx: &'static str) -> Result<()> {
     .map(drop)
 }
 
+/// Inserts the root record unless there is one; how many rows were
+/// inserted (0 or 1).
+async fn insert_root<C: GenericClient>(c: &C, ctx: &'static str, root: &RootRecord) -> Result<u64> {
+    let kdf = root.kdf;
+    execute(
+        c,
+        ctx,
+        "INSERT INTO root_key (id, method, kdf_m_cost, kdf_t_cost, kdf_p_cost, salt,
+                               version, wrapped, created_at, rotated_at)
+         VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (id) DO NOTHING",
+        &[
+            &method_name(root.method),
+            &kdf.map(|k| i64::from(k.m_cost_kib)),
+            &kdf.map(|k| i64::from(k.t_cost)),
+            &kdf.map(|k| i64::from(k.p_cost)),
+            &root.salt,
+            &i64::from(root.version),
+            &root.wrapped,
+            &root.created_at.0,
+            &root.rotated_at.0,
+        ],
+    )
+    .await
+}
+
 /// The id of the scope with this slug, its row locked until the end of the
 /// transaction (`FOR NO KEY UPDATE`: changes within the scope are taken one
 /// at a time, on every server).
@@ -1157,27 +1183,7 @@ impl Store for PostgresStore {
         self.block(async {
             let mut c = self.conn().await?;
             let tx = begin(&mut c, CTX).await?;
-            let kdf = root.kdf;
-            let n = execute(
-                &tx,
-                CTX,
-                "INSERT INTO root_key (id, method, kdf_m_cost, kdf_t_cost, kdf_p_cost, salt,
-                                       version, wrapped, created_at, rotated_at)
-                 VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO NOTHING",
-                &[
-                    &method_name(root.method),
-                    &kdf.map(|k| i64::from(k.m_cost_kib)),
-                    &kdf.map(|k| i64::from(k.t_cost)),
-                    &kdf.map(|k| i64::from(k.p_cost)),
-                    &root.salt,
-                    &i64::from(root.version),
-                    &root.wrapped,
-                    &root.created_at.0,
-                    &root.rotated_at.0,
-                ],
-            )
-            .await?;
+            let n = insert_root(&tx, CTX, root).await?;
             if n == 0 {
                 return Err(Error::AlreadyInitialized);
             }

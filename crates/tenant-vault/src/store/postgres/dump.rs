@@ -6,7 +6,7 @@ use tokio_postgres::{IsolationLevel, Row};
 use super::{
     AUDIT_COLUMNS, DATA_KEY_COLUMNS, PostgresStore, SCOPE_COLUMNS, TOKEN_COLUMNS, audit_from_row,
     begin, bump, col, col_name, col_opt_u32, col_opt_u64, col_u32, col_u64, data_key_from_row, db,
-    execute, insert_data_key, method_name, opt_i64, query_one, query_opt, scope_from_row, to_i64,
+    execute, insert_data_key, insert_root, opt_i64, query_one, query_opt, scope_from_row, to_i64,
     token_from_row, version_from_row,
 };
 use crate::crypto::KdfParams;
@@ -240,26 +240,10 @@ pub(super) fn import(
             let item = item?;
             match &item {
                 DumpItem::Root(root) => {
-                    let kdf = root.kdf;
-                    execute(
-                        &tx,
-                        CTX,
-                        "INSERT INTO root_key (id, method, kdf_m_cost, kdf_t_cost, kdf_p_cost,
-                                               salt, version, wrapped, created_at, rotated_at)
-                         VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        &[
-                            &method_name(root.method),
-                            &kdf.map(|k| i64::from(k.m_cost_kib)),
-                            &kdf.map(|k| i64::from(k.t_cost)),
-                            &kdf.map(|k| i64::from(k.p_cost)),
-                            &root.salt,
-                            &i64::from(root.version),
-                            &root.wrapped,
-                            &root.created_at.0,
-                            &root.rotated_at.0,
-                        ],
-                    )
-                    .await?;
+                    // The target was checked empty under the table locks.
+                    if insert_root(&tx, CTX, root).await? != 1 {
+                        return Err(Error::AlreadyInitialized);
+                    }
                     saw_root = true;
                 }
                 DumpItem::Plan(p) => {
