@@ -102,7 +102,10 @@ async fn writer(client: Client, cycle: Arc<Cycle>, mut rng: StdRng) {
     let mut value = Vec::new();
     while !cycle.stop.load(Ordering::SeqCst) {
         let p = rng.gen_range(0..PATHS);
-        value.resize(rng.gen_range(1..=512), 0);
+        // At least 16 random bytes: every value sent is distinct (the
+        // checks map each value's hash to its one write; with a few bytes,
+        // two writers could send the same value to different paths).
+        value.resize(rng.gen_range(16..=512), 0);
         rng.fill_bytes(&mut value);
         let cas = if rng.gen_bool(0.5) {
             // Most often the current version; sometimes a stale one.
