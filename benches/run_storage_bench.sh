@@ -63,20 +63,27 @@ echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); Po
 
 # One database, served by one and then two server processes.
 shared="$(db bench_shared)"
+# Started in this shell (not in a command substitution's subshell), so
+# that `cleanup` knows their pids and stops them.
 serve() {
-    local out="$work/serve-$1.out"
-    "$load" --serve 127.0.0.1:0 --storage "$shared" --key-file "$work/vault.key" > "$out" 2>&1 &
+    "$load" --serve 127.0.0.1:0 --storage "$shared" --key-file "$work/vault.key" \
+        > "$work/serve-$1.out" 2>&1 &
     pids+=($!)
+}
+addr_of() {
+    local out="$work/serve-$1.out"
     for _ in $(seq 1 600); do
         grep -q '^addr=' "$out" 2>/dev/null && break
         sleep 0.1
     done
     grep '^addr=' "$out" | cut -d= -f2
 }
-a="$(serve a)"
+serve a
+a="$(addr_of a)"
 token="$(grep '^token=' "$work/serve-a.out" | cut -d= -f2)"
 "$load" "${common[@]}" --addr "$a" --token "$token" --json "$work/pg-1.json" >&2
-b="$(serve b)"
+serve b
+b="$(addr_of b)"
 "$load" "${common[@]}" --addr "$a,$b" --token "$token" --json "$work/pg-2.json" >&2
 
 python3 - "$work" "$conc" <<'EOF'
