@@ -493,6 +493,22 @@ impl Auditor {
         self.inner.flush()
     }
 
+    /// After a mutation committed its own record: copies it to the audit
+    /// file, if there is one (without a file there is nothing to do; pending
+    /// read records keep to the writer thread's schedule). A failure is
+    /// remembered and refuses the next request.
+    pub(crate) fn committed(&self) {
+        let has_file = self
+            .inner
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if has_file {
+            let _ = self.inner.flush();
+        }
+    }
+
     /// Records a mutation's outcome (one its store did not append) and waits
     /// until it is written.
     pub(crate) fn record_now(&self, entry: AuditEntry) -> Result<()> {

@@ -357,9 +357,8 @@ impl<'v> Session<'v> {
         let pending = Pending::new(self.entry(op, tenant, path, None, "ok".to_owned()));
         let r = f(Some(&pending));
         if pending.is_written() && r.is_ok() {
-            // Committed with the change; a failure to copy it to the audit
-            // file is remembered and refuses the next request.
-            let _ = self.vault.auditor().flush();
+            // Committed with the change.
+            self.vault.auditor().committed();
             return r;
         }
         let (v, outcome) = match &r {

@@ -476,8 +476,9 @@ impl Vault {
         }
     }
 
+    /// A cached key. Callers hold the root (`root()`), which has already
+    /// rechecked the cache marker.
     fn cached_key(&self, scope: &ScopeId, version: u32) -> Option<Arc<Key>> {
-        self.recheck_keys();
         self.keys
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -450,6 +450,33 @@ async fn bump<C: GenericClient>(c: &C, ctx: &'static str) -> Result<()> {
     .map(drop)
 }
 
+/// The root record from a row of `method, kdf_m_cost, kdf_t_cost,
+/// kdf_p_cost, salt, version, wrapped, created_at, rotated_at`.
+fn root_from_row(r: &Row) -> Result<RootRecord> {
+    let method: String = col(r, 0)?;
+    let kdf = match (col_opt_u32(r, 1)?, col_opt_u32(r, 2)?, col_opt_u32(r, 3)?) {
+        (Some(m_cost_kib), Some(t_cost), Some(p_cost)) => Some(KdfParams {
+            m_cost_kib,
+            t_cost,
+            p_cost,
+        }),
+        _ => None,
+    };
+    Ok(RootRecord {
+        method: if method == "passphrase" {
+            UnlockMethod::Passphrase
+        } else {
+            UnlockMethod::KeyFile
+        },
+        kdf,
+        salt: col(r, 4)?,
+        version: col_u32(r, 5)?,
+        wrapped: col(r, 6)?,
+        created_at: Timestamp(col(r, 7)?),
+        rotated_at: Timestamp(col(r, 8)?),
+    })
+}
+
 /// Inserts the root record unless there is one; how many rows were
 /// inserted (0 or 1).
 async fn insert_root<C: GenericClient>(c: &C, ctx: &'static str, root: &RootRecord) -> Result<u64> {
@@ -484,15 +511,13 @@ async fn lock_scope<C: GenericClient>(
     ctx: &'static str,
     slug: &Slug,
 ) -> Result<Option<ScopeId>> {
-    query_opt(
+    scope_id_by(
         c,
         ctx,
         "SELECT id FROM scopes WHERE slug = $1 FOR NO KEY UPDATE",
-        &[&slug.as_str()],
+        slug,
     )
-    .await?
-    .map(|r| col(&r, 0).map(ScopeId))
-    .transpose()
+    .await
 }
 
 async fn scope_id_of<C: GenericClient>(
@@ -500,15 +525,19 @@ async fn scope_id_of<C: GenericClient>(
     ctx: &'static str,
     slug: &Slug,
 ) -> Result<Option<ScopeId>> {
-    query_opt(
-        c,
-        ctx,
-        "SELECT id FROM scopes WHERE slug = $1",
-        &[&slug.as_str()],
-    )
-    .await?
-    .map(|r| col(&r, 0).map(ScopeId))
-    .transpose()
+    scope_id_by(c, ctx, "SELECT id FROM scopes WHERE slug = $1", slug).await
+}
+
+async fn scope_id_by<C: GenericClient>(
+    c: &C,
+    ctx: &'static str,
+    sql: &str,
+    slug: &Slug,
+) -> Result<Option<ScopeId>> {
+    query_opt(c, ctx, sql, &[&slug.as_str()])
+        .await?
+        .map(|r| col(&r, 0).map(ScopeId))
+        .transpose()
 }
 
 /// Extends the audit chain from its stored end, inside the caller's
@@ -1149,32 +1178,7 @@ impl Store for PostgresStore {
             else {
                 return Ok(None);
             };
-            let method: String = col(&r, 0)?;
-            let kdf = match (
-                col_opt_u32(&r, 1)?,
-                col_opt_u32(&r, 2)?,
-                col_opt_u32(&r, 3)?,
-            ) {
-                (Some(m_cost_kib), Some(t_cost), Some(p_cost)) => Some(KdfParams {
-                    m_cost_kib,
-                    t_cost,
-                    p_cost,
-                }),
-                _ => None,
-            };
-            Ok(Some(RootRecord {
-                method: if method == "passphrase" {
-                    UnlockMethod::Passphrase
-                } else {
-                    UnlockMethod::KeyFile
-                },
-                kdf,
-                salt: col(&r, 4)?,
-                version: col_u32(&r, 5)?,
-                wrapped: col(&r, 6)?,
-                created_at: Timestamp(col(&r, 7)?),
-                rotated_at: Timestamp(col(&r, 8)?),
-            }))
+            root_from_row(&r).map(Some)
         })
     }
 

@@ -5,44 +5,18 @@ use tokio_postgres::{IsolationLevel, Row};
 
 use super::{
     AUDIT_COLUMNS, DATA_KEY_COLUMNS, PostgresStore, SCOPE_COLUMNS, TOKEN_COLUMNS, audit_from_row,
-    begin, bump, col, col_name, col_opt_u32, col_opt_u64, col_u32, col_u64, data_key_from_row, db,
-    execute, insert_data_key, insert_root, opt_i64, query_one, query_opt, scope_from_row, to_i64,
-    token_from_row, version_from_row,
+    begin, bump, col, col_name, col_opt_u64, col_u32, col_u64, data_key_from_row, db, execute,
+    insert_data_key, insert_root, opt_i64, query_one, query_opt, root_from_row, scope_from_row,
+    to_i64, token_from_row, version_from_row,
 };
-use crate::crypto::KdfParams;
 use crate::error::{Error, Result};
 use crate::store::{
-    DumpItem, ImportCount, Limits, RootRecord, ScopeDump, ScopeId, SecretRecord, Timestamp,
-    TokenKindRecord, UnlockMethod, no_root, not_empty,
+    DumpItem, ImportCount, Limits, ScopeDump, ScopeId, SecretRecord, Timestamp, TokenKindRecord,
+    no_root, not_empty,
 };
 
 /// Rows fetched per round trip while exporting.
 const BATCH: i32 = 512;
-
-fn root_from_row(r: &Row) -> Result<RootRecord> {
-    let method: String = col(r, 0)?;
-    let kdf = match (col_opt_u32(r, 1)?, col_opt_u32(r, 2)?, col_opt_u32(r, 3)?) {
-        (Some(m_cost_kib), Some(t_cost), Some(p_cost)) => Some(KdfParams {
-            m_cost_kib,
-            t_cost,
-            p_cost,
-        }),
-        _ => None,
-    };
-    Ok(RootRecord {
-        method: if method == "passphrase" {
-            UnlockMethod::Passphrase
-        } else {
-            UnlockMethod::KeyFile
-        },
-        kdf,
-        salt: col(r, 4)?,
-        version: col_u32(r, 5)?,
-        wrapped: col(r, 6)?,
-        created_at: Timestamp(col(r, 7)?),
-        rotated_at: Timestamp(col(r, 8)?),
-    })
-}
 
 /// Runs `sql` through a portal and hands each row, converted by `row`, to
 /// `sink`, [`BATCH`] rows per round trip (never the whole table in memory).
