@@ -3,13 +3,16 @@
 //! file truncated. Each time the damaged item is named by a typed error
 //! (`Error::Integrity`), the secrets elsewhere in the file still read back
 //! unchanged, nothing wrong is ever returned, and `secret-mcp get` exits with
-//! the integrity code (7) without printing any value.
+//! the integrity code (7) without printing any value. A truncated file no
+//! longer opens (the error says how much of it is missing);
+//! `secret-mcp migrate --salvage` copies every other secret out of it into a
+//! new store and names the version that was cut off.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tenant_vault::{
-    Error, ScopeKind, Secret, SecretPath, Slug, SqliteStore, Unlock, Vault, VaultOptions,
+    Error, ScopeKind, Secret, SecretPath, Slug, SqliteStore, Store, Unlock, Vault, VaultOptions,
     create_key_file,
 };
 use tenant_vault_tests::bin;
@@ -317,7 +320,7 @@ fn a_broken_overflow_page_is_an_integrity_error_naming_the_secret() {
 }
 
 #[test]
-fn a_truncated_file_is_an_integrity_error_for_what_was_cut_off() {
+fn a_truncated_file_is_refused_by_name_and_salvage_keeps_every_other_secret() {
     let d = Damaged::new();
     let ct = d.ciphertext(BIG, 1);
     let page_size: usize = rusqlite::Connection::open(d.db())
@@ -336,27 +339,97 @@ fn a_truncated_file_is_an_integrity_error_for_what_was_cut_off() {
         .unwrap()
         .set_len(cut as u64)
         .unwrap();
+    let damaged_bytes = std::fs::read(d.db()).unwrap();
 
-    match d.open() {
-        Ok(vault) => {
-            let r = vault.get(&SecretPath::parse(BIG).unwrap());
-            let msg = integrity_message(r);
-            eprintln!("truncated at {cut} of {len} bytes: opens; {msg}");
-            assert!(msg.contains(&format!("`{BIG}`")), "names the secret: {msg}");
-            assert_no_value("the error", msg.as_bytes());
-            assert_others_intact(&vault, &[]);
-            drop(vault);
-            assert_cli_integrity(&d, &["get", BIG], &[BIG]);
-        }
-        Err(e) => {
-            // Opening may refuse the file as a whole; then it says so, as an
-            // integrity error naming the file.
-            let msg = integrity_message(Err::<(), _>(e));
-            eprintln!("truncated at {cut} of {len} bytes: refused; {msg}");
-            assert!(msg.contains("vault.db"), "names the database file: {msg}");
-            assert_cli_integrity(&d, &["get", BIG], &["vault.db"]);
-        }
+    // Opening refuses the file: truncated, by how much, and what to do.
+    let msg = integrity_message(d.open());
+    let pages = format!(
+        "holds {} of the {} pages",
+        cut / page_size,
+        len as usize / page_size
+    );
+    for want in [
+        &d.db().display().to_string(),
+        "truncated",
+        &pages,
+        "--salvage",
+    ] {
+        assert!(msg.contains(want), "the error says {want:?}: {msg}");
     }
+    assert_cli_integrity(&d, &["get", BIG], &["vault.db", "truncated", "--salvage"]);
+
+    // Salvage into a new file: exit 7 (something was lost), the lost
+    // version named, no value printed anywhere.
+    let copy = d.data.join("salvaged.db");
+    let out = d.cli(&[
+        "migrate",
+        "--salvage",
+        "--from",
+        &format!("sqlite://{}", d.db().display()),
+        "--to",
+        &format!("sqlite://{}", copy.display()),
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(7), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("version 1 of `{BIG}`")),
+        "the lost version is named: {stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("could not be salvaged"), "{stderr}");
+    assert_no_value("salvage stdout", &out.stdout);
+    assert_no_value("salvage stderr", &out.stderr);
+    assert!(
+        std::fs::read(d.db()).unwrap() == damaged_bytes,
+        "the damaged file is only read"
+    );
+
+    // The copy: every other secret reads back unchanged; the lost version
+    // is destroyed (its value is gone, nothing else is returned); the
+    // audit chain verifies and records the loss.
+    let vault = Vault::open(
+        SqliteStore::open(&copy).unwrap(),
+        &Unlock::KeyFile(d.key.clone()),
+        VaultOptions::default(),
+    )
+    .unwrap();
+    assert_others_intact(&vault, &[]);
+    let big = SecretPath::parse(BIG).unwrap();
+    match vault.get(&big) {
+        Err(e @ Error::VersionDestroyed { .. }) => {
+            assert!(e.to_string().contains(BIG), "names the secret: {e}")
+        }
+        other => panic!(
+            "the lost version reads as destroyed: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    vault
+        .verify_audit()
+        .unwrap()
+        .expect("the copy's chain verifies");
+    drop(vault);
+    let records = SqliteStore::open(&copy)
+        .unwrap()
+        .audit_records(0, 100_000)
+        .unwrap();
+    assert!(
+        records.iter().any(|r| r.entry.operation == "salvage"
+            && r.entry.path == BIG
+            && r.entry.version == Some(1)
+            && r.entry.outcome == "lost"),
+        "the loss is in the copy's audit trail"
+    );
+    let out = d.cli(&[
+        "--storage",
+        &format!("sqlite://{}", copy.display()),
+        "get",
+        "tenant/globex/db/password",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == fixture_values()[3].1[0].as_bytes());
 }
 
 #[test]

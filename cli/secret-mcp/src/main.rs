@@ -175,7 +175,8 @@ enum Command {
     /// back): ciphertexts, keys, tokens and the audit trail as stored, in
     /// one transaction, then verified by decrypting every version in both.
     /// The root key is copied wrapped, so the same --key-file or passphrase
-    /// unlocks the copy. Stop the servers writing to the source first.
+    /// unlocks the copy. Stop the servers writing to the source first. With
+    /// --salvage, recovers what can still be read of a damaged SQLite file.
     Migrate(MigrateArgs),
 }
 
@@ -189,6 +190,12 @@ struct MigrateArgs {
     /// missing); a store holding anything of a vault is refused (exit 5).
     #[arg(long, env = "SECRET_MCP_MIGRATE_TO", hide_env_values = true)]
     to: String,
+    /// The source is a damaged SQLite file (one that no longer opens, say
+    /// truncated): copy whatever can still be read, name every item that
+    /// cannot be (a lost version is copied as destroyed) and record each in
+    /// the copy's audit trail. Exit 7 when anything was lost.
+    #[arg(long)]
+    salvage: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,16 @@
 //!    every version that is not destroyed must decrypt in both to the same
 //!    SHA-256 digest (values are never printed or kept); finally the
 //!    target's audit chain must verify. A mismatch exits with code 7.
+//!
+//! With `--salvage` the source is a damaged SQLite file that no longer opens
+//! as a vault: [`SqliteStore::salvage`] reads every row it still can, and
+//! steps 1 and 4 change. The unlock material is checked against the
+//! salvaged root key record before the target is written; verification
+//! checks the target against what was streamed, decrypts every version the
+//! copy holds (there is no source vault to compare with) and verifies the
+//! copy's audit chain. Each item lost is then recorded in that chain (one
+//! `salvage` record naming it, outcome `lost`) and listed; the command exits
+//! with code 7 when anything was lost.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -26,7 +36,10 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use tenant_vault::{DumpItem, Error, ImportCount, ListPrefix, Store, Unlock, Vault, VaultOptions};
+use tenant_vault::{
+    AuditEntry, DumpItem, Error, ImportCount, ListPrefix, Salvaged, SqliteStore, Store, Timestamp,
+    Unlock, Vault, VaultOptions,
+};
 
 use crate::MigrateArgs;
 use crate::backend::{CmdError, CmdResult, ExitKind};
@@ -103,6 +116,9 @@ pub(crate) fn migrate(
             "--from and --to name the same store ({from_name})"
         )));
     }
+    if args.salvage {
+        return salvage(data_dir, &from, &to, unlock, out);
+    }
 
     // 1. The source holds a vault that the unlock material opens.
     let source = open_source(&from)?;
@@ -133,13 +149,7 @@ pub(crate) fn migrate(
         Err((e, written)) => {
             if created && !written {
                 // Nothing was imported: remove the file this command created.
-                if let Storage::Sqlite(p) = &to {
-                    for suffix in ["", "-wal", "-shm"] {
-                        let mut f = p.clone().into_os_string();
-                        f.push(suffix);
-                        let _ = std::fs::remove_file(f);
-                    }
-                }
+                remove_sqlite(&to);
             }
             return Err(e);
         }
@@ -174,6 +184,255 @@ pub(crate) fn migrate(
         format!("  time:           {:.2} s", started.elapsed().as_secs_f64()),
     )?;
     Ok(())
+}
+
+/// `migrate --salvage`: copies what can still be read of a damaged SQLite
+/// file into an empty store (see the module's documentation).
+fn salvage(
+    data_dir: &Path,
+    from: &Storage,
+    to: &Storage,
+    unlock: &UnlockArgs,
+    out: &mut dyn Write,
+) -> CmdResult<()> {
+    let started = Instant::now();
+    let (from_name, to_name) = (from.describe(), to.describe());
+    let Storage::Sqlite(file) = from else {
+        return Err(CmdError::usage(
+            "--salvage reads a damaged SQLite file: --from must be sqlite://PATH",
+        ));
+    };
+    if !file.exists() {
+        return Err(CmdError::new(
+            ExitKind::NotFound,
+            format!("no vault in {from_name} (the source of the salvage)"),
+        ));
+    }
+    let the_unlock = unlock.resolve(data_dir)?;
+    check_unlock(file, &the_unlock).map_err(about(&from_name))?;
+
+    let created = match to {
+        Storage::Sqlite(p) => !p.exists(),
+        Storage::Postgres(_) => false,
+    };
+    let target = to
+        .open()
+        .map_err(|e| CmdError::new(e.kind, format!("{to_name}: {e}")))?;
+    let result = salvage_and_verify(file, &target, to, &the_unlock, &from_name, &to_name);
+    drop(target);
+    let (count, verified, report) = match result {
+        Ok(r) => r,
+        Err((e, written)) => {
+            if created && !written {
+                remove_sqlite(to);
+            }
+            return Err(e);
+        }
+    };
+
+    let line = |out: &mut dyn Write, text: String| {
+        writeln!(out, "{text}")
+            .map_err(|e| CmdError::new(ExitKind::Failure, format!("writing output: {e}")))
+    };
+    line(out, format!("salvaged {from_name} into {to_name}"))?;
+    line(out, format!("  tenants:        {}", verified.scopes))?;
+    line(out, format!("  secrets:        {}", verified.secrets))?;
+    line(
+        out,
+        format!(
+            "  versions:       {} decrypted in the copy ({} of them deleted), {} destroyed \
+             (lost ones included)",
+            verified.versions, verified.deleted, verified.destroyed
+        ),
+    )?;
+    line(out, format!("  data keys:      {}", count.data_keys))?;
+    line(out, format!("  tokens:         {}", count.tokens))?;
+    line(
+        out,
+        format!(
+            "  audit records:  {} copied, {} added for the items lost (the copy's chain verifies)",
+            report.audit_records,
+            report.lost.len()
+        ),
+    )?;
+    line(
+        out,
+        format!("  time:           {:.2} s", started.elapsed().as_secs_f64()),
+    )?;
+    if report.lost.is_empty() {
+        line(out, "  lost:           nothing".into())?;
+        return Ok(());
+    }
+    line(out, format!("  lost:           {}", report.lost.len()))?;
+    for l in &report.lost {
+        line(out, format!("    {}: {}", l.item, l.reason))?;
+    }
+    Err(integrity(format!(
+        "{from_name} is damaged: {} item(s) could not be salvaged (listed above); {to_name} \
+         holds everything else",
+        report.lost.len()
+    )))
+}
+
+/// Removes a SQLite target this command created (nothing was committed).
+fn remove_sqlite(to: &Storage) {
+    if let Storage::Sqlite(p) = to {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = p.clone().into_os_string();
+            f.push(suffix);
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// Checks that `unlock` opens the vault in the damaged `file`, from its
+/// root key record alone (copied into a scratch store), before anything is
+/// written anywhere.
+fn check_unlock(file: &Path, unlock: &Unlock) -> tenant_vault::Result<()> {
+    let scratch = tempfile::tempdir().map_err(|e| Error::storage("creating a scratch store", e))?;
+    let store = SqliteStore::open(scratch.path().join("root.db"))?;
+    let mut root = None;
+    // Stops the salvage at its first item, the root key record.
+    let stop = "stop after the root key record";
+    let r = SqliteStore::salvage(file, &mut |item| match item {
+        DumpItem::Root(r) => {
+            root = Some(r);
+            Err(Error::InvalidArgument(stop.into()))
+        }
+        _ => Err(Error::InvalidArgument(stop.into())),
+    });
+    match r {
+        Err(Error::InvalidArgument(m)) if m == stop => {}
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let root = root.ok_or_else(|| Error::storage("salvaging the vault", "no root key record"))?;
+    store.import(&mut std::iter::once(Ok(DumpItem::Root(root))))?;
+    Vault::open(store, unlock, VaultOptions::default()).map(drop)
+}
+
+/// Salvage into import, verification, then the lost items' audit records.
+fn salvage_and_verify(
+    file: &Path,
+    target: &dyn Store,
+    to: &Storage,
+    unlock: &Unlock,
+    from_name: &str,
+    to_name: &str,
+) -> Result<(ImportCount, Verified, Salvaged), (CmdError, bool)> {
+    let before = |e: CmdError| (e, false);
+    let after = |e: CmdError| {
+        let message = format!(
+            "{}; the salvaged copy was committed to {to_name}: empty that store before \
+             salvaging again",
+            e.message
+        );
+        (CmdError::new(e.kind, message), true)
+    };
+    check_empty(target, to_name).map_err(before)?;
+    let mut report = None;
+    let report_slot = &mut report;
+    let (count, streamed, plans) = stream(
+        move |sink: &mut dyn FnMut(DumpItem) -> tenant_vault::Result<()>| {
+            *report_slot = Some(SqliteStore::salvage(file, sink)?);
+            Ok(())
+        },
+        target,
+        from_name,
+        to_name,
+    )
+    .map_err(before)?;
+    let report = report.unwrap_or_default();
+
+    let mut digest = ItemDigest::new();
+    target
+        .export(&mut |item| {
+            if !matches!(&item, DumpItem::Plan(p) if !plans.contains(&p.plan)) {
+                digest.add(&item);
+            }
+            Ok(())
+        })
+        .map_err(|e| after(about(to_name)(e)))?;
+    if digest.finish() != streamed {
+        return Err(after(integrity(format!(
+            "the copy in {to_name} does not read back as the {} items salvaged from {from_name}",
+            streamed.1
+        ))));
+    }
+    let entries: Vec<AuditEntry> = report
+        .lost
+        .iter()
+        .map(|l| AuditEntry {
+            time: Timestamp::now(),
+            request_id: format!("salvage-{}", Timestamp::now().0),
+            principal: "root".into(),
+            tenant: l.tenant.clone(),
+            operation: "salvage".into(),
+            path: if l.path.is_empty() {
+                l.item.clone()
+            } else {
+                l.path.clone()
+            },
+            version: l.version,
+            outcome: "lost".into(),
+        })
+        .collect();
+    if !entries.is_empty() {
+        target
+            .append_audit(&entries)
+            .map_err(|e| after(about(to_name)(e)))?;
+    }
+    let target_vault = to
+        .open()
+        .and_then(|store| Ok(Vault::open(store, unlock, VaultOptions::default())?))
+        .map_err(|e| after(CmdError::new(e.kind, format!("{to_name}: {}", e.message))))?;
+    let verified = verify_copy(&target_vault, to_name).map_err(after)?;
+    Ok((count, verified, report))
+}
+
+/// Decrypts every version of a salvaged copy that is not destroyed, and
+/// verifies its audit chain.
+fn verify_copy(dst: &Vault, to_name: &str) -> CmdResult<Verified> {
+    let mut v = Verified::default();
+    for scope in dst.list_scopes().map_err(about(to_name))? {
+        v.scopes += 1;
+        let prefix = ListPrefix::parse(&format!("tenant/{}/", scope.slug))?;
+        let mut after: Option<String> = None;
+        loop {
+            let page = dst
+                .list(&prefix, after.as_deref(), tenant_vault::MAX_LIST_PAGE)
+                .map_err(about(to_name))?;
+            for path in &page.paths {
+                v.secrets += 1;
+                let meta = dst.metadata(path).map_err(about(to_name))?;
+                for version in &meta.versions {
+                    if version.destroyed {
+                        v.destroyed += 1;
+                        continue;
+                    }
+                    dst.version_digest(path, version.version)
+                        .map_err(about(to_name))?;
+                    v.versions += 1;
+                    if version.deleted_at.is_some() {
+                        v.deleted += 1;
+                    }
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
+    match dst.verify_audit().map_err(about(to_name))? {
+        Ok(n) => v.audit_records = n,
+        Err(problem) => {
+            return Err(integrity(format!(
+                "the audit trail salvaged into {to_name} does not verify: {problem}"
+            )));
+        }
+    }
+    Ok(v)
 }
 
 /// True when both name the same SQLite file or the same URL.

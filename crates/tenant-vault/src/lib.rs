@@ -115,7 +115,7 @@ pub use crate::path::{
 pub use crate::secret::Secret;
 pub use crate::session::{Change, IssuedToken, Session, TokenInfo, TokenSpec, Watch};
 pub use crate::store::postgres::PostgresStore;
-pub use crate::store::sqlite::SqliteStore;
+pub use crate::store::sqlite::{LostItem, Salvaged, SqliteStore};
 pub use crate::store::{
     AuditEntry, AuditRecord, Changed, DataKeyRecord, DumpItem, FoundVersion, ImportCount,
     LimitChange, Limits, Lookup, PutOutcome, PutParams, RootRecord, ScopeDump, ScopeId, ScopeKind,

@@ -16,9 +16,9 @@ use rusqlite::{
 };
 
 use super::{
-    AuditEntry, AuditRecord, Changed, DataKeyRecord, FoundVersion, LimitChange, Limits, Lookup,
-    PutOutcome, PutParams, RootRecord, ScopeId, ScopeKind, ScopeRecord, ScopeUsage, SealInput,
-    Sealed, SecretRecord, Store, StoredVersion, Timestamp, TokenInsert, TokenKindRecord,
+    AuditEntry, AuditRecord, Changed, DataKeyRecord, DumpItem, FoundVersion, LimitChange, Limits,
+    Lookup, PutOutcome, PutParams, RootRecord, ScopeId, ScopeKind, ScopeRecord, ScopeUsage,
+    SealInput, Sealed, SecretRecord, Store, StoredVersion, Timestamp, TokenInsert, TokenKindRecord,
     TokenRecord, TokenRevoke, UnlockMethod, VersionChange, VersionSelector,
 };
 use crate::crypto::KdfParams;
@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 use crate::path::{SecretName, Slug};
 
 mod dump;
+mod salvage;
+
+pub use salvage::{LostItem, Salvaged};
 
 /// Read connections kept open besides the writer.
 const READERS: usize = 4;
@@ -189,9 +192,36 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         Self::open_file(path.to_owned()).map_err(|e| match e {
-            Error::Integrity(what) => Error::Integrity(format!("{}: {what}", path.display())),
+            Error::Integrity(what) => Error::Integrity(format!(
+                "{}: {}",
+                path.display(),
+                truncation(path).unwrap_or(what)
+            )),
             other => other,
         })
+    }
+
+    /// Reads whatever can still be read of the damaged vault file at `path`
+    /// (truncated, or with pages that do not parse) and streams it to
+    /// `sink` as a dump, in [`Store::export`]'s order, for
+    /// [`Store::import`] into a new, empty store. The file is opened
+    /// read-only and never changed.
+    ///
+    /// Every row is read on its own, so a damaged page loses only the rows
+    /// it held. A version whose value cannot be read is copied as destroyed
+    /// (its secret keeps its history; reading it says the value is gone);
+    /// what depends on a lost row goes with it (the versions of a lost
+    /// secret, those sealed by a lost data key, a lost tenant's items). The
+    /// audit chain is copied up to its first unreadable record, so the copy
+    /// verifies. The report names each item lost, never a value.
+    ///
+    /// Fails, copying nothing, when the schema or the root key record cannot
+    /// be read: then no secret in the file can be decrypted.
+    pub fn salvage(
+        path: impl AsRef<Path>,
+        sink: &mut dyn FnMut(DumpItem) -> Result<()>,
+    ) -> Result<Salvaged> {
+        salvage::salvage(path.as_ref(), sink)
     }
 
     fn open_file(path: PathBuf) -> Result<Self> {
@@ -260,6 +290,34 @@ impl SqliteStore {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(db("checkpointing the write-ahead log"))
     }
+}
+
+/// When the file at `path` is shorter than its header says, what is
+/// missing (SQLite reports only "malformed"). The header's page count is
+/// trusted only when SQLite marked it valid (offset 92 equal to the change
+/// counter at offset 24).
+fn truncation(path: &Path) -> Option<String> {
+    let mut header = [0u8; 100];
+    let mut file = std::fs::File::open(path).ok()?;
+    std::io::Read::read_exact(&mut file, &mut header).ok()?;
+    let len = file.metadata().ok()?.len();
+    let u32_at = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536u64,
+        n => u64::from(n),
+    };
+    let pages = u64::from(u32_at(28));
+    if page_size == 0 || pages == 0 || u32_at(24) != u32_at(92) || len >= pages * page_size {
+        return None;
+    }
+    Some(format!(
+        "the file is truncated: it holds {} of the {pages} pages its header records ({len} of {} bytes); \
+         `secret-mcp migrate --salvage` copies what can still be read into a new store",
+        len / page_size,
+        pages * page_size
+    ))
 }
 
 fn configure(c: &Connection) -> rusqlite::Result<()> {
