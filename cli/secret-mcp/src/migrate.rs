@@ -344,21 +344,7 @@ fn salvage_and_verify(
     .map_err(before)?;
     let report = report.unwrap_or_default();
 
-    let mut digest = ItemDigest::new();
-    target
-        .export(&mut |item| {
-            if !matches!(&item, DumpItem::Plan(p) if !plans.contains(&p.plan)) {
-                digest.add(&item);
-            }
-            Ok(())
-        })
-        .map_err(|e| after(about(to_name)(e)))?;
-    if digest.finish() != streamed {
-        return Err(after(integrity(format!(
-            "the copy in {to_name} does not read back as the {} items salvaged from {from_name}",
-            streamed.1
-        ))));
-    }
+    read_back(target, &plans, streamed, from_name, to_name).map_err(after)?;
     let entries: Vec<AuditEntry> = report
         .lost
         .iter()
@@ -386,53 +372,36 @@ fn salvage_and_verify(
         .open()
         .and_then(|store| Ok(Vault::open(store, unlock, VaultOptions::default())?))
         .map_err(|e| after(CmdError::new(e.kind, format!("{to_name}: {}", e.message))))?;
-    let verified = verify_copy(&target_vault, to_name).map_err(after)?;
+    let verified = verify(None, &target_vault, from_name, to_name).map_err(after)?;
     Ok((count, verified, report))
 }
 
-/// Decrypts every version of a salvaged copy that is not destroyed, and
-/// verifies its audit chain.
-fn verify_copy(dst: &Vault, to_name: &str) -> CmdResult<Verified> {
-    let mut v = Verified::default();
-    for scope in dst.list_scopes().map_err(about(to_name))? {
-        v.scopes += 1;
-        let prefix = ListPrefix::parse(&format!("tenant/{}/", scope.slug))?;
-        let mut after: Option<String> = None;
-        loop {
-            let page = dst
-                .list(&prefix, after.as_deref(), tenant_vault::MAX_LIST_PAGE)
-                .map_err(about(to_name))?;
-            for path in &page.paths {
-                v.secrets += 1;
-                let meta = dst.metadata(path).map_err(about(to_name))?;
-                for version in &meta.versions {
-                    if version.destroyed {
-                        v.destroyed += 1;
-                        continue;
-                    }
-                    dst.version_digest(path, version.version)
-                        .map_err(about(to_name))?;
-                    v.versions += 1;
-                    if version.deleted_at.is_some() {
-                        v.deleted += 1;
-                    }
-                }
+/// Checks that the target exports exactly the items streamed into it (the
+/// same count and SHA-256); plans the target had before and the source has
+/// not stay out of the comparison.
+fn read_back(
+    target: &dyn Store,
+    plans: &BTreeSet<String>,
+    streamed: ([u8; 32], u64),
+    from_name: &str,
+    to_name: &str,
+) -> CmdResult<()> {
+    let mut digest = ItemDigest::new();
+    target
+        .export(&mut |item| {
+            if !matches!(&item, DumpItem::Plan(p) if !plans.contains(&p.plan)) {
+                digest.add(&item);
             }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
+            Ok(())
+        })
+        .map_err(about(to_name))?;
+    if digest.finish() != streamed {
+        return Err(integrity(format!(
+            "the copy in {to_name} does not read back as the {} items streamed from {from_name}",
+            streamed.1
+        )));
     }
-    match dst.verify_audit().map_err(about(to_name))? {
-        Ok(n) => v.audit_records = n,
-        Err(problem) => {
-            return Err(integrity(format!(
-                "the audit trail salvaged into {to_name} does not verify: {problem}"
-            )));
-        }
-    }
-    Ok(v)
+    Ok(())
 }
 
 /// True when both name the same SQLite file or the same URL.
@@ -507,27 +476,12 @@ fn copy_and_verify(
     .map_err(before)?;
 
     // 4. Verification, of what was committed.
-    let mut digest = ItemDigest::new();
-    target
-        .export(&mut |item| {
-            // Plans the target had before and the source has not stay.
-            if !matches!(&item, DumpItem::Plan(p) if !plans.contains(&p.plan)) {
-                digest.add(&item);
-            }
-            Ok(())
-        })
-        .map_err(|e| after(about(to_name)(e)))?;
-    if digest.finish() != streamed {
-        return Err(after(integrity(format!(
-            "the copy in {to_name} does not read back as the {} items streamed from {from_name}",
-            streamed.1
-        ))));
-    }
+    read_back(target, &plans, streamed, from_name, to_name).map_err(after)?;
     let target_vault = to
         .open()
         .and_then(|store| Ok(Vault::open(store, unlock, VaultOptions::default())?))
         .map_err(|e| after(CmdError::new(e.kind, format!("{to_name}: {}", e.message))))?;
-    let verified = verify(source_vault, &target_vault, from_name, to_name).map_err(after)?;
+    let verified = verify(Some(source_vault), &target_vault, from_name, to_name).map_err(after)?;
     Ok((count, verified))
 }
 
@@ -650,45 +604,56 @@ fn check_empty(target: &dyn Store, to_name: &str) -> CmdResult<()> {
     ))
 }
 
-/// Compares the two vaults tenant by tenant, secret by secret, version by
-/// version.
-fn verify(src: &Vault, dst: &Vault, from_name: &str, to_name: &str) -> CmdResult<Verified> {
+/// Compares the copy `dst` with the source vault tenant by tenant, secret
+/// by secret, version by version; with no source (a salvage), checks that
+/// every version of the copy that is not destroyed decrypts. Then verifies
+/// the copy's audit chain.
+fn verify(src: Option<&Vault>, dst: &Vault, from_name: &str, to_name: &str) -> CmdResult<Verified> {
     let mut v = Verified::default();
-    let scopes = src.list_scopes().map_err(about(from_name))?;
-    if dst.list_scopes().map_err(about(to_name))? != scopes {
-        return Err(integrity(format!(
-            "the tenants of {to_name} differ from those of {from_name}"
-        )));
+    let scopes = dst.list_scopes().map_err(about(to_name))?;
+    if let Some(src) = src {
+        if src.list_scopes().map_err(about(from_name))? != scopes {
+            return Err(integrity(format!(
+                "the tenants of {to_name} differ from those of {from_name}"
+            )));
+        }
     }
     for scope in &scopes {
         v.scopes += 1;
         let prefix = ListPrefix::parse(&format!("tenant/{}/", scope.slug))?;
         let mut after: Option<String> = None;
         loop {
-            let page = src
-                .list(&prefix, after.as_deref(), tenant_vault::MAX_LIST_PAGE)
-                .map_err(about(from_name))?;
-            let theirs = dst
+            let page = dst
                 .list(&prefix, after.as_deref(), tenant_vault::MAX_LIST_PAGE)
                 .map_err(about(to_name))?;
-            if theirs != page {
-                return Err(integrity(format!(
-                    "the secrets of tenant `{}` in {to_name} differ from those in {from_name}",
-                    scope.slug
-                )));
+            if let Some(src) = src {
+                let theirs = src
+                    .list(&prefix, after.as_deref(), tenant_vault::MAX_LIST_PAGE)
+                    .map_err(about(from_name))?;
+                if theirs != page {
+                    return Err(integrity(format!(
+                        "the secrets of tenant `{}` in {to_name} differ from those in {from_name}",
+                        scope.slug
+                    )));
+                }
             }
             for path in &page.paths {
                 v.secrets += 1;
-                let meta = src.metadata(path).map_err(about(from_name))?;
-                if dst.metadata(path).map_err(about(to_name))? != meta {
-                    return Err(integrity(format!(
-                        "`{path}`: its metadata in {to_name} differs from {from_name}"
-                    )));
+                let meta = dst.metadata(path).map_err(about(to_name))?;
+                if let Some(src) = src {
+                    if src.metadata(path).map_err(about(from_name))? != meta {
+                        return Err(integrity(format!(
+                            "`{path}`: its metadata in {to_name} differs from {from_name}"
+                        )));
+                    }
                 }
                 for version in &meta.versions {
                     let n = version.version;
-                    let mine = src.version_digest(path, n).map_err(about(from_name))?;
                     let copy = dst.version_digest(path, n).map_err(about(to_name))?;
+                    let mine = match src {
+                        Some(src) => src.version_digest(path, n).map_err(about(from_name))?,
+                        None => copy,
+                    };
                     match (mine, copy) {
                         (None, None) if version.destroyed => v.destroyed += 1,
                         (Some(a), Some(b)) if a == b && !version.destroyed => {
@@ -812,7 +777,7 @@ mod tests {
     fn an_exact_copy_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = vault_and_copy(dir.path());
-        let v = verify(&a, &b, "a", "b").unwrap();
+        let v = verify(Some(&a), &b, "a", "b").unwrap();
         assert_eq!((v.scopes, v.secrets, v.versions), (1, 1, 2));
     }
 
@@ -823,7 +788,7 @@ mod tests {
         let x = SecretPath::parse("tenant/acme/x").unwrap();
         // A different state: the metadata no longer matches.
         b.destroy(&x, &[1]).unwrap();
-        let e = verify(&a, &b, "a", "b").unwrap_err();
+        let e = verify(Some(&a), &b, "a", "b").unwrap_err();
         assert_eq!(e.kind, ExitKind::Integrity, "{e}");
         assert!(e.message.contains("`tenant/acme/x`: its metadata"), "{e}");
 
@@ -851,7 +816,7 @@ mod tests {
             .unwrap();
             (a, b)
         };
-        let e = verify(&a, &b, "a", "b").unwrap_err();
+        let e = verify(Some(&a), &b, "a", "b").unwrap_err();
         assert_eq!(e.kind, ExitKind::Integrity, "{e}");
         assert!(e.message.starts_with("b: "), "{e}");
         assert!(

@@ -5,13 +5,13 @@ use rusqlite::{Connection, Row, params};
 
 use super::{
     DATA_KEY_COLUMNS, SCOPE_COLUMNS, SqliteStore, TOKEN_COLUMNS, audit_row, data_key_from_row, db,
-    immediate, insert_data_key, name_from_text, read_root, scope_from_row, token_from_row,
-    version_from_row, write_root,
+    immediate, insert_data_key, limits_from_row, name_from_text, read_root, scope_from_row,
+    token_from_row, version_from_row, write_root,
 };
 use crate::error::Result;
 use crate::store::{
-    DumpItem, ImportCount, Limits, ScopeDump, ScopeId, SecretRecord, Timestamp, TokenKindRecord,
-    no_root, not_empty,
+    DumpItem, ImportCount, ScopeDump, ScopeId, SecretRecord, Timestamp, TokenKindRecord, no_root,
+    not_empty,
 };
 
 /// Runs `sql` and hands each row, converted by `row`, to `emit`, one at a
@@ -46,18 +46,9 @@ pub(super) fn export(
     each(
         &tx,
         CTX,
-        "SELECT name, max_secrets, max_bytes, max_tokens, rate_per_sec, burst
+        "SELECT name AS plan, max_secrets, max_bytes, max_tokens, rate_per_sec, burst
          FROM plans ORDER BY name",
-        |r| {
-            Ok(Limits {
-                plan: r.get(0)?,
-                max_secrets: r.get(1)?,
-                max_bytes: r.get(2)?,
-                max_tokens: r.get(3)?,
-                rate_per_sec: r.get(4)?,
-                burst: r.get(5)?,
-            })
-        },
+        limits_from_row,
         |p| sink(DumpItem::Plan(p)),
     )?;
     each(

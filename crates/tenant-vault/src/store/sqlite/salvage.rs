@@ -21,18 +21,18 @@
 //! audit chain is copied up to its first unreadable record, so the copy
 //! still verifies; the records after it are reported lost.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
 use super::{
     DATA_KEY_COLUMNS, MIGRATIONS, SCOPE_COLUMNS, TOKEN_COLUMNS, audit_row, data_key_from_row,
-    name_from_text, read_root, scope_from_row, token_from_row, version_from_row,
+    limits_from_row, name_from_text, read_root, scope_from_row, token_from_row, version_from_row,
 };
 use crate::error::{Error, Result};
 use crate::store::{
-    DumpItem, Limits, ScopeDump, ScopeId, SecretRecord, StoredVersion, Timestamp, TokenRecord,
+    DumpItem, ScopeDump, ScopeId, SecretRecord, StoredVersion, Timestamp, TokenRecord,
 };
 
 /// Row ids probed one by one past a page that cannot be read, before the
@@ -307,19 +307,10 @@ pub(super) fn salvage(
     })? {
         let plan = row(
             &conn,
-            "SELECT name, max_secrets, max_bytes, max_tokens, rate_per_sec, burst
+            "SELECT name AS plan, max_secrets, max_bytes, max_tokens, rate_per_sec, burst
              FROM plans WHERE rowid = ?1",
             id,
-            |r| {
-                Ok(Limits {
-                    plan: r.get(0)?,
-                    max_secrets: r.get(1)?,
-                    max_bytes: r.get(2)?,
-                    max_tokens: r.get(3)?,
-                    rate_per_sec: r.get(4)?,
-                    burst: r.get(5)?,
-                })
-            },
+            limits_from_row,
         )?;
         match plan {
             Some(p) => plans.push(p),
@@ -442,7 +433,7 @@ pub(super) fn salvage(
 
     // Versions, first pass: which rows read whole, and their sizes.
     let mut versions: Vec<VersionRow> = Vec::new();
-    let mut seen: HashMap<(String, String, u64), bool> = HashMap::new();
+    let mut seen: HashSet<(String, String, u64)> = HashSet::new();
     for id in rowids(&conn, "versions", &mut gaps)? {
         let whole = row(
             &conn,
@@ -480,7 +471,7 @@ pub(super) fn salvage(
             )?,
         };
         if let Some((scope, name, meta, bytes)) = found {
-            seen.insert((scope.clone(), name.clone(), meta.version), bytes.is_some());
+            seen.insert((scope.clone(), name.clone(), meta.version));
             versions.push(VersionRow {
                 rowid: id,
                 scope,
@@ -507,7 +498,7 @@ pub(super) fn salvage(
                         r.get(1).map_err(storage)?,
                         r.get(2).map_err(storage)?,
                     );
-                    if !seen.contains_key(&key) {
+                    if !seen.contains(&key) {
                         from_index.push(key);
                     }
                 }
