@@ -358,9 +358,29 @@ fn a_truncated_file_is_refused_by_name_and_salvage_keeps_every_other_secret() {
     }
     assert_cli_integrity(&d, &["get", BIG], &["vault.db", "truncated", "--salvage"]);
 
+    // With the wrong key file, salvage writes nothing (checked against the
+    // salvaged root key record before the target is created).
+    let copy = d.data.join("salvaged.db");
+    let wrong = d.data.join("wrong.key");
+    create_key_file(&wrong).unwrap();
+    let out = Command::new(bin("secret-mcp", "secret-mcp"))
+        .arg("--data-dir")
+        .arg(&d.data)
+        .arg("--key-file")
+        .arg(&wrong)
+        .args(["migrate", "--salvage", "--from"])
+        .arg(format!("sqlite://{}", d.db().display()))
+        .arg("--to")
+        .arg(format!("sqlite://{}", copy.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("wrong key file"), "{stderr}");
+    assert!(!copy.exists(), "nothing was written");
+
     // Salvage into a new file: exit 7 (something was lost), the lost
     // version named, no value printed anywhere.
-    let copy = d.data.join("salvaged.db");
     let out = d.cli(&[
         "migrate",
         "--salvage",
