@@ -59,6 +59,7 @@ mod error;
 mod exceptions;
 mod finding;
 mod fingerprint;
+mod keyword_dfa;
 mod report;
 mod rules;
 mod suppress;

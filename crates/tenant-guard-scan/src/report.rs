@@ -49,7 +49,22 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const INFO_URI: &str = "https://example.invalid/tenant-vault/docs/SCANNER.md";
 
 /// Writes `report` (its unsuppressed findings, in report order) to `out`.
+/// Output is buffered here (and flushed at the end): standard output is
+/// line-buffered, which made a pretty-printed JSON report one `write` per
+/// line.
 pub fn write_report(
+    out: &mut dyn Write,
+    format: Format,
+    report: &ScanReport,
+    rules: &RuleSet,
+    options: &ReportOptions,
+) -> io::Result<()> {
+    let mut out = io::BufWriter::with_capacity(64 << 10, out);
+    write_formatted(&mut out, format, report, rules, options)?;
+    out.flush()
+}
+
+fn write_formatted(
     out: &mut dyn Write,
     format: Format,
     report: &ScanReport,
