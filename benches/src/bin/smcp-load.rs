@@ -5,6 +5,11 @@
 //! a random 256-byte secret, and `Secrets.Put` of a random 256-byte value.
 //! Every call's latency is recorded (microseconds); the table gives calls,
 //! throughput, p50, p99 and max, and Get's throughput as a share of Ping's.
+//! It also gives this process's CPU time per call over the measured window
+//! (server and generator together when the server runs in this process):
+//! unlike throughput, that hardly moves with what else the machine runs, and
+//! Ping's over Get's is the throughput share to expect when the cores are
+//! the limit.
 //!
 //! By default it starts its own server in-process on `127.0.0.1:0`, over a
 //! temporary key-file vault (in `/dev/shm` when it exists) holding tenant
@@ -306,6 +311,11 @@ struct Measured {
     p50_us: u32,
     p99_us: u32,
     max_us: u32,
+    /// This process's CPU time (user and system, all threads) over the
+    /// measured window, per call: the server's and the generator's together
+    /// when the server runs in this process. Unlike throughput, it hardly
+    /// depends on what else the machine runs.
+    cpu_us_per_call: Option<f64>,
 }
 
 impl Measured {
@@ -325,6 +335,7 @@ impl Measured {
             "p50_us": self.p50_us,
             "p99_us": self.p99_us,
             "max_us": self.max_us,
+            "process_cpu_us_per_call": self.cpu_us_per_call,
         })
     }
 }
@@ -536,6 +547,22 @@ async fn call(
     Ok(())
 }
 
+/// This process's CPU time so far (user and system, every thread, those that
+/// ended included), from `/proc/self/stat` (clock ticks of 1/100 s).
+fn process_cpu_secs() -> Option<f64> {
+    parse_cpu_secs(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+fn parse_cpu_secs(stat: &str) -> Option<f64> {
+    // Fields after the command name (which may hold spaces) start at the
+    // state, field 3; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Runs `op` with `concurrency` callers for `warmup` (unmeasured), then for
 /// `duration`, recording every call that starts inside the measured window.
 async fn measure(
@@ -549,6 +576,10 @@ async fn measure(
     let measure_from = start + warmup;
     let end = measure_from + duration;
     let connections = t.channels.len().min(concurrency);
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        process_cpu_secs()
+    });
     let mut tasks = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
         let t = t.clone();
@@ -603,6 +634,10 @@ async fn measure(
     // Calls that started in the window and finished after it still count:
     // divide by the time up to the last completion.
     let secs = Instant::now().duration_since(measure_from).as_secs_f64();
+    let cpu = match (cpu_at_start.await.ok().flatten(), process_cpu_secs()) {
+        (Some(a), Some(b)) if !all.is_empty() => Some((b - a) * 1e6 / all.len() as f64),
+        _ => None,
+    };
     all.sort_unstable();
     Measured {
         op,
@@ -614,6 +649,7 @@ async fn measure(
         p50_us: percentile(&all, 50.0),
         p99_us: percentile(&all, 99.0),
         max_us: all.last().copied().unwrap_or(0),
+        cpu_us_per_call: cpu,
     }
 }
 
@@ -641,14 +677,33 @@ fn ratios(results: &[Measured]) -> Vec<(usize, f64)> {
     out
 }
 
+/// Ping's process CPU per call over Get's, per concurrency level, where both
+/// ran and were timed.
+fn cpu_ratios(results: &[Measured]) -> Vec<(usize, f64)> {
+    let mut out = Vec::new();
+    for g in results.iter().filter(|m| m.op == Op::Get) {
+        if let Some(p) = results
+            .iter()
+            .find(|m| m.op == Op::Ping && m.concurrency == g.concurrency)
+        {
+            if let (Some(pc), Some(gc)) = (p.cpu_us_per_call, g.cpu_us_per_call) {
+                if gc > 0.0 {
+                    out.push((g.concurrency, pc / gc));
+                }
+            }
+        }
+    }
+    out
+}
+
 fn print_table(results: &[Measured]) {
     println!(
-        "{:<5} {:>5} {:>5} {:>9} {:>12} {:>9} {:>9} {:>9} {:>6}",
-        "op", "conc", "conns", "calls", "calls/s", "p50", "p99", "max", "errors"
+        "{:<5} {:>5} {:>5} {:>9} {:>12} {:>9} {:>9} {:>9} {:>6} {:>9}",
+        "op", "conc", "conns", "calls", "calls/s", "p50", "p99", "max", "errors", "CPU/call"
     );
     for m in results {
         println!(
-            "{:<5} {:>5} {:>5} {:>9} {:>12.0} {:>9} {:>9} {:>9} {:>6}",
+            "{:<5} {:>5} {:>5} {:>9} {:>12.0} {:>9} {:>9} {:>9} {:>6} {:>9}",
             m.op.name(),
             m.concurrency,
             m.connections,
@@ -657,12 +712,21 @@ fn print_table(results: &[Measured]) {
             fmt_us(m.p50_us),
             fmt_us(m.p99_us),
             fmt_us(m.max_us),
-            m.errors
+            m.errors,
+            m.cpu_us_per_call
+                .map_or_else(|| "-".to_owned(), |us| format!("{us:.1} µs"))
         );
     }
     for (c, r) in ratios(results) {
         println!(
             "Get/Ping throughput at concurrency {c}: {:.0}% (goal ≥ 50%)",
+            r * 100.0
+        );
+    }
+    for (c, r) in cpu_ratios(results) {
+        println!(
+            "Ping/Get process CPU per call at concurrency {c}: {:.0}% (the throughput share \
+             to expect when the cores are the limit)",
             r * 100.0
         );
     }
@@ -904,6 +968,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "load_average_after": load_after,
             "results": results.iter().map(Measured::json).collect::<Vec<_>>(),
             "get_over_ping": ratios(&results)
+                .iter()
+                .map(|(c, r)| serde_json::json!({"concurrency": c, "ratio": r}))
+                .collect::<Vec<_>>(),
+            "ping_over_get_cpu_per_call": cpu_ratios(&results)
                 .iter()
                 .map(|(c, r)| serde_json::json!({"concurrency": c, "ratio": r}))
                 .collect::<Vec<_>>(),
@@ -1642,8 +1710,20 @@ mod tests {
             p50_us: 0,
             p99_us: 0,
             max_us: 0,
+            cpu_us_per_call: Some(1e6 / calls as f64),
         };
         let r = ratios(&[m(Op::Ping, 1, 1000), m(Op::Get, 1, 600), m(Op::Get, 16, 5)]);
         assert_eq!(r, vec![(1, 0.6)]);
+        let r = cpu_ratios(&[m(Op::Ping, 1, 1000), m(Op::Get, 1, 600), m(Op::Get, 16, 5)]);
+        assert_eq!(r.len(), 1);
+        assert!((r[0].1 - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cpu_from_proc_stat() {
+        let stat = "1234 (smcp load) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0";
+        assert_eq!(parse_cpu_secs(stat), Some(3.0));
+        assert_eq!(parse_cpu_secs("garbage"), None);
+        assert!(process_cpu_secs().is_some());
     }
 }

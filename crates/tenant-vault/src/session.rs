@@ -137,19 +137,22 @@ fn outcome_of(e: &Error) -> String {
     format!("error:{kind}")
 }
 
+/// 8 random bytes in hex, from the thread's generator: a correlation id,
+/// not a secret, so no system call per request.
 pub(crate) fn new_request_id() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
+    hex::encode(rand::random::<[u8; 8]>())
 }
 
 impl<'v> Session<'v> {
     pub(crate) fn new(vault: &'v Vault, principal: Principal) -> Self {
+        Session::with_id(vault, principal, new_request_id())
+    }
+
+    pub(crate) fn with_id(vault: &'v Vault, principal: Principal, request_id: String) -> Self {
         Session {
             vault,
             principal,
-            request_id: new_request_id(),
+            request_id,
         }
     }
 

@@ -1127,6 +1127,18 @@ impl Vault {
         Session::new(self, principal)
     }
 
+    /// A session for an authenticated principal whose audit records carry
+    /// the caller's request id (a server passes its own): the same as
+    /// `session(principal).with_request_id(request_id)`, without first
+    /// drawing an id of its own.
+    pub fn session_with_request_id(
+        &self,
+        principal: Principal,
+        request_id: impl Into<String>,
+    ) -> Session<'_> {
+        Session::with_id(self, principal, request_id.into())
+    }
+
     /// Checks a token string and returns its principal. Expiry and
     /// revocation take effect on the next call, in this process or any
     /// other sharing the store. Failures are audited (with the token's id
