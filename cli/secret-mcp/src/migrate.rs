@@ -155,34 +155,47 @@ pub(crate) fn migrate(
         }
     };
 
-    let line = |out: &mut dyn Write, text: String| {
-        writeln!(out, "{text}")
-            .map_err(|e| CmdError::new(ExitKind::Failure, format!("writing output: {e}")))
-    };
-    line(out, format!("migrated {from_name} to {to_name}"))?;
-    line(out, format!("  tenants:        {}", verified.scopes))?;
-    line(out, format!("  secrets:        {}", verified.secrets))?;
-    line(
-        out,
+    let mut lines = summary(
+        format!("migrated {from_name} to {to_name}"),
+        &verified,
+        &count,
+        "decrypted in both and matched",
+        format!("{} (the copy's chain verifies)", verified.audit_records),
+        started,
+    );
+    lines.push(format!("  plans:          {}", count.plans));
+    write_lines(out, &lines)
+}
+
+/// The report's lines common to a migration and a salvage.
+fn summary(
+    title: String,
+    verified: &Verified,
+    count: &ImportCount,
+    decrypted: &str,
+    audit: String,
+    started: Instant,
+) -> Vec<String> {
+    vec![
+        title,
+        format!("  tenants:        {}", verified.scopes),
+        format!("  secrets:        {}", verified.secrets),
         format!(
-            "  versions:       {} decrypted in both and matched ({} of them deleted), {} destroyed",
+            "  versions:       {} {decrypted} ({} of them deleted), {} destroyed",
             verified.versions, verified.deleted, verified.destroyed
         ),
-    )?;
-    line(out, format!("  data keys:      {}", count.data_keys))?;
-    line(out, format!("  tokens:         {}", count.tokens))?;
-    line(
-        out,
-        format!(
-            "  audit records:  {} (the copy's chain verifies)",
-            verified.audit_records
-        ),
-    )?;
-    line(out, format!("  plans:          {}", count.plans))?;
-    line(
-        out,
+        format!("  data keys:      {}", count.data_keys),
+        format!("  tokens:         {}", count.tokens),
+        format!("  audit records:  {audit}"),
         format!("  time:           {:.2} s", started.elapsed().as_secs_f64()),
-    )?;
+    ]
+}
+
+fn write_lines(out: &mut dyn Write, lines: &[String]) -> CmdResult<()> {
+    for text in lines {
+        writeln!(out, "{text}")
+            .map_err(|e| CmdError::new(ExitKind::Failure, format!("writing output: {e}")))?;
+    }
     Ok(())
 }
 
@@ -230,43 +243,27 @@ fn salvage(
         }
     };
 
-    let line = |out: &mut dyn Write, text: String| {
-        writeln!(out, "{text}")
-            .map_err(|e| CmdError::new(ExitKind::Failure, format!("writing output: {e}")))
-    };
-    line(out, format!("salvaged {from_name} into {to_name}"))?;
-    line(out, format!("  tenants:        {}", verified.scopes))?;
-    line(out, format!("  secrets:        {}", verified.secrets))?;
-    line(
-        out,
+    let mut lines = summary(
+        format!("salvaged {from_name} into {to_name}"),
+        &verified,
+        &count,
+        "decrypted in the copy",
         format!(
-            "  versions:       {} decrypted in the copy ({} of them deleted), {} destroyed \
-             (lost ones included)",
-            verified.versions, verified.deleted, verified.destroyed
-        ),
-    )?;
-    line(out, format!("  data keys:      {}", count.data_keys))?;
-    line(out, format!("  tokens:         {}", count.tokens))?;
-    line(
-        out,
-        format!(
-            "  audit records:  {} copied, {} added for the items lost (the copy's chain verifies)",
+            "{} copied, {} added for the items lost (the copy's chain verifies)",
             report.audit_records,
             report.lost.len()
         ),
-    )?;
-    line(
-        out,
-        format!("  time:           {:.2} s", started.elapsed().as_secs_f64()),
-    )?;
+        started,
+    );
     if report.lost.is_empty() {
-        line(out, "  lost:           nothing".into())?;
-        return Ok(());
+        lines.push("  lost:           nothing".into());
+        return write_lines(out, &lines);
     }
-    line(out, format!("  lost:           {}", report.lost.len()))?;
+    lines.push(format!("  lost:           {}", report.lost.len()));
     for l in &report.lost {
-        line(out, format!("    {}: {}", l.item, l.reason))?;
+        lines.push(format!("    {}: {}", l.item, l.reason));
     }
+    write_lines(out, &lines)?;
     Err(integrity(format!(
         "{from_name} is damaged: {} item(s) could not be salvaged (listed above); {to_name} \
          holds everything else",

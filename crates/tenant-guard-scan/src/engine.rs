@@ -13,7 +13,7 @@ use aho_corasick::Anchored;
 use aho_corasick::automaton::{Automaton, StateID};
 use regex::bytes::CaptureLocations;
 
-use crate::keyword_dfa::{MIN_STRIPED, STRIPES};
+use crate::keyword_dfa::{STRIPES, Stripes};
 use crate::rules::{Prefilter, RuleSet};
 use crate::suppress::suppress;
 use crate::suppress::{InlineAllow, inline_allow};
@@ -106,17 +106,7 @@ fn keyword_hits<A: Automaton>(
     let Ok(start) = aut.start_state(Anchored::No) else {
         return;
     };
-    let k = if hay.len() < MIN_STRIPED { 1 } else { STRIPES };
-    stripes.resize_with(STRIPES, Vec::new);
-    let mut owned = [0usize; STRIPES];
-    let mut pos = [0usize; STRIPES];
-    let mut end = [0usize; STRIPES];
-    for j in 0..k {
-        owned[j] = hay.len() * j / k;
-        pos[j] = owned[j].saturating_sub(reach);
-        end[j] = hay.len() * (j + 1) / k;
-        stripes[j].clear();
-    }
+    let Stripes { k, owned, pos, end } = Stripes::new(hay.len(), reach, stripes);
     let mut state = [start; STRIPES];
     let mut done = 0;
     if k == STRIPES {
@@ -668,6 +658,7 @@ fn to_printable_strings(bytes: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyword_dfa::MIN_STRIPED;
     use crate::rules::tests::rule;
 
     fn scanner(rules: Vec<crate::Rule>) -> Scanner {

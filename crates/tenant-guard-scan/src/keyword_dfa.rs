@@ -39,6 +39,39 @@ pub(crate) const MIN_STRIPED: usize = 64 << 10;
 /// tenth of it.
 const TABLE: usize = 1 << 20;
 
+/// How a buffer is cut into stripes: `k` of them (1 for a short buffer),
+/// stripe `j` owning the keywords that end in `owned[j]..end[j]` and
+/// searched from `pos[j]`, `reach` bytes (the longest keyword) earlier, so
+/// that a keyword crossing into it is seen whole.
+pub(crate) struct Stripes {
+    pub(crate) k: usize,
+    pub(crate) owned: [usize; STRIPES],
+    pub(crate) pos: [usize; STRIPES],
+    pub(crate) end: [usize; STRIPES],
+}
+
+impl Stripes {
+    /// The stripes of a buffer of `len` bytes; empties the `out` vectors
+    /// of the stripes used.
+    pub(crate) fn new(len: usize, reach: usize, out: &mut Vec<Vec<(usize, u32)>>) -> Stripes {
+        let k = if len < MIN_STRIPED { 1 } else { STRIPES };
+        out.resize_with(STRIPES, Vec::new);
+        let mut s = Stripes {
+            k,
+            owned: [0; STRIPES],
+            pos: [0; STRIPES],
+            end: [0; STRIPES],
+        };
+        for (j, stripe) in out.iter_mut().enumerate().take(k) {
+            s.owned[j] = len * j / k;
+            s.pos[j] = s.owned[j].saturating_sub(reach);
+            s.end[j] = len * (j + 1) / k;
+            stripe.clear();
+        }
+        s
+    }
+}
+
 /// Most stops noted by one [`KeywordDfa::walk4`] call.
 const STOPS: usize = 64;
 
@@ -233,17 +266,7 @@ impl KeywordDfa {
         out: &mut Vec<(usize, u32)>,
     ) {
         out.clear();
-        let k = if hay.len() < MIN_STRIPED { 1 } else { STRIPES };
-        stripes.resize_with(STRIPES, Vec::new);
-        let mut owned = [0usize; STRIPES];
-        let mut pos = [0usize; STRIPES];
-        let mut end = [0usize; STRIPES];
-        for j in 0..k {
-            owned[j] = hay.len() * j / k;
-            pos[j] = owned[j].saturating_sub(reach);
-            end[j] = hay.len() * (j + 1) / k;
-            stripes[j].clear();
-        }
+        let Stripes { k, owned, pos, end } = Stripes::new(hay.len(), reach, stripes);
         let mut state = [self.start; STRIPES];
         let mut done = 0;
         if k == STRIPES {
