@@ -330,7 +330,7 @@ pub(super) fn import(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::Error;
     use crate::store::Store;
@@ -338,7 +338,7 @@ mod tests {
 
     /// A populated store: the vault is written through the public API, with
     /// a plan an operator added (raw SQL, as operators do).
-    fn populated(dir: &std::path::Path) -> (SqliteStore, Tokens) {
+    pub(in crate::store::sqlite) fn populated(dir: &std::path::Path) -> (SqliteStore, Tokens) {
         let db = dir.join("src.db");
         drop(SqliteStore::open(&db).unwrap());
         Connection::open(&db)

@@ -764,7 +764,7 @@ fn destroyed(version: u64, created_at: Timestamp, deleted_at: Option<Timestamp>)
 mod tests {
     use super::*;
     use crate::store::Store;
-    use crate::store::dump_tests::{export_all, populate};
+    use crate::store::dump_tests::export_all;
     use crate::{ScopeKind, Secret, SecretPath, Slug, SqliteStore, Unlock, Vault, VaultOptions};
 
     fn salvage_all(path: &Path) -> Result<(Vec<DumpItem>, Salvaged)> {
@@ -786,20 +786,9 @@ mod tests {
     #[test]
     fn an_intact_file_salvages_as_its_export() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("v.db");
-        drop(SqliteStore::open(&db).unwrap());
-        // A plan an operator added (populate puts a tenant on it).
-        Connection::open(&db)
-            .unwrap()
-            .execute(
-                "INSERT INTO plans VALUES ('custom', 7, 70000, 3, 2.5, 5)",
-                [],
-            )
-            .unwrap();
-        populate(
-            Box::new(SqliteStore::open(&db).unwrap()),
-            &dir.path().join("vault.key"),
-        );
+        // The store dump.rs's tests copy, at `src.db`.
+        drop(super::super::dump::tests::populated(dir.path()));
+        let db = dir.path().join("src.db");
         let export = export_all(&SqliteStore::open(&db).unwrap());
         let (items, report) = salvage_all(&db).unwrap();
         assert_eq!(report.lost, Vec::new());
