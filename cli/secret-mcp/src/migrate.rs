@@ -286,7 +286,13 @@ fn remove_sqlite(to: &Storage) {
 /// root key record alone (copied into a scratch store), before anything is
 /// written anywhere.
 fn check_unlock(file: &Path, unlock: &Unlock) -> tenant_vault::Result<()> {
-    let scratch = tempfile::tempdir().map_err(|e| Error::storage("creating a scratch store", e))?;
+    // Owner-only: the scratch store holds the wrapped root key, as
+    // sensitive as the vault file itself.
+    let scratch = tempfile::Builder::new()
+        .prefix("secret-mcp-salvage-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| Error::storage("creating a scratch store", e))?;
     let store = SqliteStore::open(scratch.path().join("root.db"))?;
     let mut root = None;
     // Stops the salvage at its first item, the root key record.
