@@ -375,14 +375,7 @@ fn request_id_of<T>(req: &Request<T>) -> String {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         })
-        .map_or_else(new_request_id, str::to_owned)
-}
-
-/// A request id for a call that brought none: 8 random bytes in hex, from
-/// the thread's generator (a correlation id, not a secret: no system call
-/// per request).
-fn new_request_id() -> String {
-    hex::encode(rand::random::<[u8; 8]>())
+        .map_or_else(tenant_vault::new_request_id, str::to_owned)
 }
 
 impl Interceptor for Auth {

@@ -113,7 +113,9 @@ pub use crate::path::{
     ListPrefix, MAX_NAME_LEN, MAX_SLUG_LEN, PathError, SecretName, SecretPath, Slug,
 };
 pub use crate::secret::Secret;
-pub use crate::session::{Change, IssuedToken, Session, TokenInfo, TokenSpec, Watch};
+pub use crate::session::{
+    Change, IssuedToken, Session, TokenInfo, TokenSpec, Watch, new_request_id,
+};
 pub use crate::store::postgres::PostgresStore;
 pub use crate::store::sqlite::{LostItem, Salvaged, SqliteStore};
 pub use crate::store::{

@@ -137,9 +137,10 @@ fn outcome_of(e: &Error) -> String {
     format!("error:{kind}")
 }
 
-/// 8 random bytes in hex, from the thread's generator: a correlation id,
-/// not a secret, so no system call per request.
-pub(crate) fn new_request_id() -> String {
+/// A new request id: 8 random bytes in hex, from the thread's generator (a
+/// correlation id, not a secret, so no system call per request). Servers
+/// use it for calls that bring no id of their own.
+pub fn new_request_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 

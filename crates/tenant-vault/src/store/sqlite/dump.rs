@@ -4,9 +4,9 @@
 use rusqlite::{Connection, Row, params};
 
 use super::{
-    DATA_KEY_COLUMNS, SCOPE_COLUMNS, SqliteStore, TOKEN_COLUMNS, audit_row, data_key_from_row, db,
-    immediate, insert_data_key, limits_from_row, name_from_text, read_root, scope_from_row,
-    token_from_row, version_from_row, write_root,
+    DATA_KEY_COLUMNS, SqliteStore, TOKEN_COLUMNS, audit_row, data_key_from_row, db, immediate,
+    insert_data_key, limits_from_row, name_from_text, read_root, scope_from_row, token_from_row,
+    version_from_row, write_root,
 };
 use crate::error::Result;
 use crate::store::{
@@ -31,6 +31,50 @@ fn each<T>(
     Ok(())
 }
 
+/// The columns [`scope_dump_from_row`] reads.
+pub(super) const SCOPE_DUMP_COLUMNS: &str =
+    "id, slug, kind, created_at, active_key_version, plan, max_secrets, max_bytes, max_tokens,
+     rate_per_sec, bytes_used";
+
+/// A scope row with its plan, overrides and counter, as dumped.
+pub(super) fn scope_dump_from_row(r: &Row<'_>) -> rusqlite::Result<ScopeDump> {
+    Ok(ScopeDump {
+        scope: scope_from_row(r)?,
+        plan: r.get("plan")?,
+        max_secrets: r.get("max_secrets")?,
+        max_bytes: r.get("max_bytes")?,
+        max_tokens: r.get("max_tokens")?,
+        rate_per_sec: r.get("rate_per_sec")?,
+        bytes_used: r.get("bytes_used")?,
+    })
+}
+
+/// The columns [`secret_dump_from_row`] reads.
+pub(super) const SECRET_DUMP_COLUMNS: &str =
+    "scope_id, name, current_version, max_versions, custom_metadata, created_at, updated_at";
+
+/// A secret row and the scope it belongs to, as dumped.
+pub(super) fn secret_dump_from_row(r: &Row<'_>) -> rusqlite::Result<(ScopeId, SecretRecord)> {
+    let custom: String = r.get(4)?;
+    Ok((
+        ScopeId(r.get(0)?),
+        SecretRecord {
+            name: name_from_text(&r.get::<_, String>(1)?)?,
+            current_version: r.get(2)?,
+            max_versions: r.get(3)?,
+            custom: serde_json::from_str(&custom)
+                .map_err(|e| super::conversion(format!("custom metadata: {e}")))?,
+            created_at: Timestamp(r.get(5)?),
+            updated_at: Timestamp(r.get(6)?),
+        },
+    ))
+}
+
+/// A version row's columns, ciphertext included (for `version_from_row`
+/// with the ciphertext).
+pub(super) const VERSION_DUMP_COLUMNS: &str =
+    "scope_id, name, version, created_at, deleted_at, destroyed, key_version, nonce, ciphertext";
+
 pub(super) fn export(
     store: &SqliteStore,
     sink: &mut dyn FnMut(DumpItem) -> Result<()>,
@@ -54,22 +98,8 @@ pub(super) fn export(
     each(
         &tx,
         CTX,
-        &format!(
-            "SELECT {SCOPE_COLUMNS}, plan, max_secrets, max_bytes, max_tokens, rate_per_sec,
-                    bytes_used
-             FROM scopes ORDER BY id"
-        ),
-        |r| {
-            Ok(ScopeDump {
-                scope: scope_from_row(r)?,
-                plan: r.get("plan")?,
-                max_secrets: r.get("max_secrets")?,
-                max_bytes: r.get("max_bytes")?,
-                max_tokens: r.get("max_tokens")?,
-                rate_per_sec: r.get("rate_per_sec")?,
-                bytes_used: r.get("bytes_used")?,
-            })
-        },
+        &format!("SELECT {SCOPE_DUMP_COLUMNS} FROM scopes ORDER BY id"),
+        scope_dump_from_row,
         |s| sink(DumpItem::Scope(s)),
     )?;
     each(
@@ -82,32 +112,14 @@ pub(super) fn export(
     each(
         &tx,
         CTX,
-        "SELECT scope_id, name, current_version, max_versions, custom_metadata, created_at,
-                updated_at
-         FROM secrets ORDER BY scope_id, name",
-        |r| {
-            let custom: String = r.get(4)?;
-            Ok((
-                ScopeId(r.get(0)?),
-                SecretRecord {
-                    name: name_from_text(&r.get::<_, String>(1)?)?,
-                    current_version: r.get(2)?,
-                    max_versions: r.get(3)?,
-                    custom: serde_json::from_str(&custom)
-                        .map_err(|e| super::conversion(format!("custom metadata: {e}")))?,
-                    created_at: Timestamp(r.get(5)?),
-                    updated_at: Timestamp(r.get(6)?),
-                },
-            ))
-        },
+        &format!("SELECT {SECRET_DUMP_COLUMNS} FROM secrets ORDER BY scope_id, name"),
+        secret_dump_from_row,
         |(scope, secret)| sink(DumpItem::Secret { scope, secret }),
     )?;
     each(
         &tx,
         CTX,
-        "SELECT scope_id, name, version, created_at, deleted_at, destroyed, key_version, nonce,
-                ciphertext
-         FROM versions ORDER BY scope_id, name, version",
+        &format!("SELECT {VERSION_DUMP_COLUMNS} FROM versions ORDER BY scope_id, name, version"),
         |r| {
             Ok((
                 ScopeId(r.get("scope_id")?),

@@ -26,9 +26,13 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
+use super::dump::{
+    SCOPE_DUMP_COLUMNS, SECRET_DUMP_COLUMNS, VERSION_DUMP_COLUMNS, scope_dump_from_row,
+    secret_dump_from_row,
+};
 use super::{
-    DATA_KEY_COLUMNS, MIGRATIONS, SCOPE_COLUMNS, TOKEN_COLUMNS, audit_row, data_key_from_row,
-    limits_from_row, name_from_text, read_root, scope_from_row, token_from_row, version_from_row,
+    DATA_KEY_COLUMNS, MIGRATIONS, TOKEN_COLUMNS, audit_row, data_key_from_row, limits_from_row,
+    name_from_text, read_root, token_from_row, version_from_row,
 };
 use crate::error::{Error, Result};
 use crate::store::{
@@ -323,23 +327,9 @@ pub(super) fn salvage(
     for id in rowids(&conn, "scopes", &mut gaps)? {
         let scope = row(
             &conn,
-            &format!(
-                "SELECT {SCOPE_COLUMNS}, plan, max_secrets, max_bytes, max_tokens, rate_per_sec,
-                        bytes_used
-                 FROM scopes WHERE rowid = ?1"
-            ),
+            &format!("SELECT {SCOPE_DUMP_COLUMNS} FROM scopes WHERE rowid = ?1"),
             id,
-            |r| {
-                Ok(ScopeDump {
-                    scope: scope_from_row(r)?,
-                    plan: r.get("plan")?,
-                    max_secrets: r.get("max_secrets")?,
-                    max_bytes: r.get("max_bytes")?,
-                    max_tokens: r.get("max_tokens")?,
-                    rate_per_sec: r.get("rate_per_sec")?,
-                    bytes_used: 0,
-                })
-            },
+            scope_dump_from_row,
         )?;
         match scope {
             Some(s) => {
@@ -389,28 +379,12 @@ pub(super) fn salvage(
     for id in rowids(&conn, "secrets", &mut gaps)? {
         let secret = row(
             &conn,
-            "SELECT scope_id, name, current_version, max_versions, custom_metadata, created_at,
-                    updated_at
-             FROM secrets WHERE rowid = ?1",
+            &format!("SELECT {SECRET_DUMP_COLUMNS} FROM secrets WHERE rowid = ?1"),
             id,
-            |r| {
-                let custom: String = r.get(4)?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    SecretRecord {
-                        name: name_from_text(&r.get::<_, String>(1)?)?,
-                        current_version: r.get(2)?,
-                        max_versions: r.get(3)?,
-                        custom: serde_json::from_str(&custom)
-                            .map_err(|e| super::conversion(format!("custom metadata: {e}")))?,
-                        created_at: Timestamp(r.get(5)?),
-                        updated_at: Timestamp(r.get(6)?),
-                    },
-                ))
-            },
+            secret_dump_from_row,
         )?;
         match secret {
-            Some((scope, s)) => match slug(&scope) {
+            Some((ScopeId(scope), s)) => match slug(&scope) {
                 Some(_) => {
                     secrets.insert((scope, s.name.as_str().to_owned()), s);
                 }
@@ -437,9 +411,7 @@ pub(super) fn salvage(
     for id in rowids(&conn, "versions", &mut gaps)? {
         let whole = row(
             &conn,
-            "SELECT scope_id, name, version, created_at, deleted_at, destroyed, key_version,
-                    nonce, ciphertext
-             FROM versions WHERE rowid = ?1",
+            &format!("SELECT {VERSION_DUMP_COLUMNS} FROM versions WHERE rowid = ?1"),
             id,
             |r| {
                 let v = version_from_row(r, true)?;
@@ -511,9 +483,11 @@ pub(super) fn salvage(
 
     // Decide what each version becomes: copied, copied as destroyed (lost
     // value), or dropped with its secret.
-    let mut emit: Vec<(i64, ScopeId, String, StoredVersion)> = Vec::new();
+    // Every version copied: its scope, name and metadata, and the row id to
+    // read its ciphertext from again (none for a destroyed one, or one
+    // standing for a lost value).
+    let mut out: Vec<(String, String, StoredVersion, Option<i64>)> = Vec::new();
     let mut bytes_used: HashMap<String, u64> = HashMap::new();
-    let mut placeholders: Vec<(String, String, StoredVersion)> = Vec::new();
     let mut has_version: BTreeSet<(String, String, u64)> = BTreeSet::new();
     for v in versions {
         let path = full_path(&v.scope, &v.name);
@@ -536,7 +510,7 @@ pub(super) fn salvage(
         has_version.insert((v.scope.clone(), v.name.clone(), v.meta.version));
         if v.meta.destroyed {
             // A destroyed version holds no value: nothing of it is lost.
-            emit.push((-1, ScopeId(v.scope), v.name, v.meta));
+            out.push((v.scope, v.name, v.meta, None));
             continue;
         }
         let reason = match (v.bytes, v.meta.key_version) {
@@ -549,15 +523,12 @@ pub(super) fn salvage(
         match reason {
             None => {
                 *bytes_used.entry(v.scope.clone()).or_default() += v.bytes.unwrap_or(0);
-                emit.push((v.rowid, ScopeId(v.scope), v.name, v.meta));
+                out.push((v.scope, v.name, v.meta, Some(v.rowid)));
             }
             Some(reason) => {
                 lost(item, &tenant, &path, Some(v.meta.version), reason);
-                placeholders.push((
-                    v.scope,
-                    v.name,
-                    destroyed(v.meta.version, v.meta.created_at, v.meta.deleted_at),
-                ));
+                let stand_in = destroyed(v.meta.version, v.meta.created_at, v.meta.deleted_at);
+                out.push((v.scope, v.name, stand_in, None));
             }
         }
     }
@@ -569,7 +540,7 @@ pub(super) fn salvage(
             Some(s) => {
                 lost(item, &tenant, &path, Some(version), UNREADABLE);
                 has_version.insert((scope.clone(), name.clone(), version));
-                placeholders.push((scope, name, destroyed(version, s.updated_at, None)));
+                out.push((scope, name, destroyed(version, s.updated_at, None), None));
             }
             None => lost(
                 item,
@@ -591,11 +562,8 @@ pub(super) fn salvage(
                 Some(s.current_version),
                 "its row cannot be found: the page that held it is gone",
             );
-            placeholders.push((
-                scope.clone(),
-                name.clone(),
-                destroyed(s.current_version, s.updated_at, None),
-            ));
+            let stand_in = destroyed(s.current_version, s.updated_at, None);
+            out.push((scope.clone(), name.clone(), stand_in, None));
         }
     }
 
@@ -665,24 +633,13 @@ pub(super) fn salvage(
             secret,
         })?;
     }
-    let mut all: Vec<(ScopeId, String, StoredVersion, i64)> = emit
-        .into_iter()
-        .map(|(rowid, scope, name, v)| (scope, name, v, rowid))
-        .chain(
-            placeholders
-                .into_iter()
-                .map(|(scope, name, v)| (ScopeId(scope), name, v, -1)),
-        )
-        .collect();
-    all.sort_by(|a, b| (&a.0.0, &a.1, a.2.version).cmp(&(&b.0.0, &b.1, b.2.version)));
-    for (scope, name, mut version, rowid) in all {
-        if rowid >= 0 {
+    out.sort_by(|a, b| (&a.0, &a.1, a.2.version).cmp(&(&b.0, &b.1, b.2.version)));
+    for (scope, name, mut version, reread) in out {
+        if let Some(rowid) = reread {
             // Second pass: the ciphertext, read again by row id.
             let full = row(
                 &conn,
-                "SELECT scope_id, name, version, created_at, deleted_at, destroyed, key_version,
-                        nonce, ciphertext
-                 FROM versions WHERE rowid = ?1",
+                &format!("SELECT {VERSION_DUMP_COLUMNS} FROM versions WHERE rowid = ?1"),
                 rowid,
                 |r| version_from_row(r, true),
             )?
@@ -691,14 +648,14 @@ pub(super) fn salvage(
                     "{}: version {} of `{}` read once and then no more",
                     path.display(),
                     version.version,
-                    full_path(&scope.0, &name)
+                    full_path(&scope, &name)
                 ))
             })?;
             version = full;
         }
         let name = name_from_text(&name).map_err(storage)?;
         sink(DumpItem::Version {
-            scope,
+            scope: ScopeId(scope),
             name,
             version,
         })?;
