@@ -13,7 +13,7 @@ use aho_corasick::Anchored;
 use aho_corasick::automaton::{Automaton, StateID};
 use regex::bytes::CaptureLocations;
 
-use crate::keyword_dfa::{STRIPES, Stripes};
+use crate::keyword_dfa::Stripes;
 use crate::rules::{Prefilter, RuleSet};
 use crate::suppress::suppress;
 use crate::suppress::{InlineAllow, inline_allow};
@@ -89,6 +89,10 @@ pub(crate) struct Scratch {
     captures: Vec<Option<CaptureLocations>>,
 }
 
+/// Stripes walked in step by [`keyword_hits`], for automata too large for
+/// [`crate::keyword_dfa::KeywordDfa`].
+const FALLBACK_STRIPES: usize = 4;
+
 /// Every keyword occurrence in `hay` (overlapping ones included) as
 /// `(end, pattern)`, in order of `end`. `reach` is the longest keyword's
 /// length: each stripe starts that many bytes early so that a keyword
@@ -106,15 +110,16 @@ fn keyword_hits<A: Automaton>(
     let Ok(start) = aut.start_state(Anchored::No) else {
         return;
     };
-    let Stripes { k, owned, pos, end } = Stripes::new(hay.len(), reach, stripes);
-    let mut state = [start; STRIPES];
+    let Stripes { k, owned, pos, end } = Stripes::new(hay.len(), reach, FALLBACK_STRIPES, stripes);
+    let mut state = [start; FALLBACK_STRIPES];
     let mut done = 0;
-    if k == STRIPES {
+    if k == FALLBACK_STRIPES {
         // Slices of equal length let the compiler drop the bounds checks;
         // the four states live in registers and advance before any branch,
         // so the four dependency chains overlap.
         done = (0..k).map(|j| end[j] - pos[j]).min().unwrap_or(0);
-        let [a, b, c, d]: [&[u8]; STRIPES] = std::array::from_fn(|j| &hay[pos[j]..pos[j] + done]);
+        let [a, b, c, d]: [&[u8]; FALLBACK_STRIPES] =
+            std::array::from_fn(|j| &hay[pos[j]..pos[j] + done]);
         let [mut s0, mut s1, mut s2, mut s3] = state;
         let bytes = a.iter().zip(b).zip(c).zip(d);
         for (i, (((&x0, &x1), &x2), &x3)) in bytes.enumerate() {

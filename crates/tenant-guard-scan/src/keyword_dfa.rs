@@ -1,43 +1,64 @@
-//! A compact, case-folded copy of the keyword automaton with a search loop
-//! tuned for it.
+//! A copy of the keyword automaton laid out for the search loop, and that
+//! loop.
 //!
-//! `aho_corasick`'s DFA is general: its byte classes keep upper and lower
-//! case apart (about twice the alphabet), every transition is bounds
-//! checked and its match test compares each state against a limit. Walked
-//! in four interleaved stripes, those extra instructions and the registers
-//! they need pushed the four states onto the stack, putting a store and a
-//! reload on every byte's dependency chain. [`KeywordDfa`] is built from
-//! that DFA (so its states, and the order of the keywords each one
-//! reports, are the same) with one class per case-folded byte, a
-//! fixed-size table indexed under a mask (no bounds check) and the match
-//! flag in each state's number (the rows of matching states in the upper
-//! half of the table), so that one test covers all stripes.
-//! The four-stripe loop only notes where a stripe matched (the byte index
-//! and the four states, in a small buffer) and goes on; the keywords are
-//! recorded outside it, so that it carries little besides the stripes,
-//! their states and the two tables.
+//! `aho_corasick`'s DFA is general: every transition is bounds checked, a
+//! byte is first mapped to its class, and its match test compares each
+//! state against a limit. [`KeywordDfa`] is built from that DFA (so its
+//! states, and the order of the keywords each one reports, are the same)
+//! with one row of 256 entries per state, indexed by the byte itself (no
+//! class lookup: one load a byte besides the byte's), a fixed-size table
+//! indexed under a mask (no bounds check) and the match flag in each
+//! state's number (the rows of matching states in the upper half of the
+//! table), so that one test covers all stripes.
+//!
+//! One walk is bound by the latency of its chain of loads (the next state
+//! is the address of the next load), so a buffer is cut into
+//! [`STRIPES`] stripes walked in step: their chains overlap. The loop only
+//! notes where a stripe matched (the byte index and the states, in a small
+//! buffer) and goes on; the keywords are recorded outside it, so that it
+//! carries little besides the stripes, their states and the table.
 
 use aho_corasick::Anchored;
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
-use std::collections::{HashMap, HashSet};
 
 /// Set in the states that report keywords: their rows fill the upper half
 /// of the table, the other states' rows its lower half, so that one test of
 /// the states of all stripes tells whether any of them reports a keyword.
 const MATCH: u32 = (TABLE / 2) as u32;
-/// Independent slices of a buffer searched in one interleaved loop: the
-/// table lookup's latency, not the machine's throughput, bounds a single
-/// walk, so several interleaved walks run faster than one.
-pub(crate) const STRIPES: usize = 4;
+/// Stripes walked in step. Six chains of loads overlap enough; more
+/// stripes than this no longer fit in the registers (measured: 4, 6, 8 and
+/// 10 stripes, in `docs/BENCHMARKS.md`).
+pub(crate) const STRIPES: usize = 6;
 /// Buffers shorter than this are searched as one stripe.
 pub(crate) const MIN_STRIPED: usize = 64 << 10;
 /// Entries of the transition table: a power of two, so that an index
-/// masked with `TABLE - 1` needs no bounds check. Only the rows in use are
-/// written (the rest stay untouched zero pages); automata with more rows
-/// fall back to the `aho_corasick` DFA. The built-in rules use about a
-/// tenth of it.
+/// masked with `TABLE - 1` needs no bounds check. A state's row has one
+/// entry per byte value, so the table holds 2,048 rows in each half; only
+/// the rows in use are written (the rest stay untouched zero pages).
+/// Automata with more states fall back to the `aho_corasick` DFA; the
+/// built-in rules use about 1,800 rows.
 const TABLE: usize = 1 << 20;
+/// Most stops noted by one [`KeywordDfa::walk`] call.
+const STOPS: usize = 64;
+
+/// Where the stripes of a [`KeywordDfa::walk`] call were in states that
+/// report keywords: the index of the byte after which they were, and the
+/// states of all stripes there.
+struct Stops {
+    len: usize,
+    at: [usize; STOPS],
+    states: [[u32; STRIPES]; STOPS],
+}
+
+/// `map[s]`, the vector grown with `fill` as needed: the source DFA's
+/// state ids are small integers.
+fn entry<T: Copy>(map: &mut Vec<T>, s: StateID, fill: T) -> &mut T {
+    if map.len() <= s.as_usize() {
+        map.resize(s.as_usize() + 1, fill);
+    }
+    &mut map[s.as_usize()]
+}
 
 /// How a buffer is cut into stripes: `k` of them (1 for a short buffer),
 /// stripe `j` owning the keywords that end in `owned[j]..end[j]` and
@@ -51,10 +72,20 @@ pub(crate) struct Stripes {
 }
 
 impl Stripes {
-    /// The stripes of a buffer of `len` bytes; empties the `out` vectors
-    /// of the stripes used.
-    pub(crate) fn new(len: usize, reach: usize, out: &mut Vec<Vec<(usize, u32)>>) -> Stripes {
-        let k = if len < MIN_STRIPED { 1 } else { STRIPES };
+    /// The `count` (at most [`STRIPES`]) stripes of a buffer of `len`
+    /// bytes, or one for a short buffer; empties the `out` vectors of the
+    /// stripes used.
+    pub(crate) fn new(
+        len: usize,
+        reach: usize,
+        count: usize,
+        out: &mut Vec<Vec<(usize, u32)>>,
+    ) -> Stripes {
+        let k = if len < MIN_STRIPED {
+            1
+        } else {
+            count.min(STRIPES)
+        };
         out.resize_with(STRIPES, Vec::new);
         let mut s = Stripes {
             k,
@@ -72,26 +103,11 @@ impl Stripes {
     }
 }
 
-/// Most stops noted by one [`KeywordDfa::walk4`] call.
-const STOPS: usize = 64;
-
-/// Where the stripes of a [`KeywordDfa::walk4`] call were in states that
-/// report keywords: the index of the byte after which they were, and the
-/// states of all stripes there.
-struct Stops {
-    len: usize,
-    at: [usize; STOPS],
-    states: [[u32; STRIPES]; STOPS],
-}
-
 /// The keyword automaton in the form [`KeywordDfa::hits`] walks.
 pub(crate) struct KeywordDfa {
-    /// Byte to its class; ASCII letters of both cases share a class.
-    classes: [u8; 256],
-    /// The number of classes: the length of a state's row.
-    stride: usize,
-    /// `trans[state + classes[byte]]`: the next state, the offset of its
-    /// row, at or above [`MATCH`] if it reports keywords.
+    /// `trans[state | byte]`: the next state, the offset of its row (a
+    /// multiple of 256), at or above [`MATCH`] if it reports keywords.
+    /// Indexing by the byte itself spares a lookup of its class.
     trans: Box<[u32; TABLE]>,
     /// The start state.
     start: u32,
@@ -105,45 +121,27 @@ pub(crate) struct KeywordDfa {
 impl std::fmt::Debug for KeywordDfa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeywordDfa")
-            .field("stride", &self.stride)
             .field("reporting_states", &self.matches.len())
             .finish_non_exhaustive()
     }
 }
 
 impl KeywordDfa {
-    /// Copies `dfa`, an ASCII-case-insensitive automaton over `keywords`
-    /// built without a prefilter. None if it does not fit the table.
-    pub(crate) fn new(dfa: &DFA, keywords: &[String]) -> Option<KeywordDfa> {
-        // One class per case-folded byte found in a keyword, plus class 0
-        // for every other byte: all of those lead every state to the same
-        // place (no keyword continues with them).
-        let mut classes = [0u8; 256];
-        let mut reps = vec![None];
-        for k in keywords {
-            for b in k.bytes().map(|b| b.to_ascii_lowercase()) {
-                if classes[usize::from(b)] == 0 {
-                    let class = u8::try_from(reps.len()).ok()?;
-                    classes[usize::from(b)] = class;
-                    classes[usize::from(b.to_ascii_uppercase())] = class;
-                    reps.push(Some(b));
-                }
-            }
-        }
-        let other = (0..=255u8).find(|&b| classes[usize::from(b)] == 0);
-        reps[0] = other;
-        let stride = reps.len();
+    /// Copies `dfa`, an ASCII-case-insensitive automaton built without a
+    /// prefilter. None if it does not fit the table.
+    pub(crate) fn new(dfa: &DFA) -> Option<KeywordDfa> {
         let start = dfa.start_state(Anchored::No).ok()?;
         // States numbered in breadth-first order from the start.
-        let mut seen: HashSet<StateID> = HashSet::from([start]);
+        let mut seen: Vec<bool> = Vec::new();
+        *entry(&mut seen, start, false) = true;
         let mut order = vec![start];
         let mut next = 0;
         while next < order.len() {
             let state = order[next];
             next += 1;
-            for &rep in reps.iter().flatten() {
-                let to = dfa.next_state(Anchored::No, state, rep);
-                if seen.insert(to) {
+            for byte in 0..=255u8 {
+                let to = dfa.next_state(Anchored::No, state, byte);
+                if !std::mem::replace(entry(&mut seen, to, false), true) {
                     order.push(to);
                 }
             }
@@ -153,23 +151,22 @@ impl KeywordDfa {
         let (reporting, other): (Vec<StateID>, Vec<StateID>) =
             order.iter().partition(|&&s| dfa.is_match(s));
         let half = TABLE / 2;
-        if reporting.len().checked_mul(stride)? > half || other.len().checked_mul(stride)? > half {
+        if reporting.len().checked_mul(256)? > half || other.len().checked_mul(256)? > half {
             return None;
         }
-        let mut id: HashMap<StateID, u32> = HashMap::with_capacity(order.len());
+        let mut row: Vec<u32> = Vec::new();
         for (i, &s) in other.iter().enumerate() {
-            id.insert(s, (i * stride) as u32);
+            *entry(&mut row, s, 0) = (i * 256) as u32;
         }
         for (i, &s) in reporting.iter().enumerate() {
-            id.insert(s, MATCH + (i * stride) as u32);
+            *entry(&mut row, s, 0) = MATCH + (i * 256) as u32;
         }
         let mut trans: Box<[u32; TABLE]> = vec![0u32; TABLE].into_boxed_slice().try_into().ok()?;
         for &state in &order {
-            let row = id[&state] as usize;
-            for (class, rep) in reps.iter().enumerate() {
-                // With no byte outside the keywords, class 0 is never used.
-                let to = rep.map_or(start, |b| dfa.next_state(Anchored::No, state, b));
-                trans[row + class] = id[&to];
+            let from = row[state.as_usize()] as usize;
+            for byte in 0..=255u8 {
+                trans[from | usize::from(byte)] =
+                    row[dfa.next_state(Anchored::No, state, byte).as_usize()];
             }
         }
         let mut matches = Vec::with_capacity(reporting.len());
@@ -182,10 +179,8 @@ impl KeywordDfa {
             matches.push((from, u32::try_from(patterns.len()).ok()?));
         }
         Some(KeywordDfa {
-            classes,
-            stride,
             trans,
-            start: id[&start],
+            start: row[start.as_usize()],
             matches,
             patterns,
         })
@@ -194,49 +189,47 @@ impl KeywordDfa {
     /// The state after `state` reads `byte`. The mask changes nothing (a
     /// state's row lies within the table) but spares the bounds check.
     #[inline(always)]
-    fn step(classes: &[u8; 256], trans: &[u32; TABLE], state: u32, byte: u8) -> u32 {
-        let class = usize::from(classes[usize::from(byte)]);
-        trans[(state as usize + class) & (TABLE - 1)]
+    fn step(trans: &[u32; TABLE], state: u32, byte: u8) -> u32 {
+        trans[(state | u32::from(byte)) as usize & (TABLE - 1)]
     }
 
-    /// Walks four stripes of equal length in step from `states`, noting in
+    /// Walks [`STRIPES`] stripes of equal length in step from `states`, noting in
     /// `stops` every byte index after which one of them is in a state that
-    /// reports keywords, with the four states there. Returns the number of
+    /// reports keywords, with the states there. Returns the number of
     /// bytes walked: all of them, or fewer once `stops` is full. `states`
     /// holds the states reached.
     #[inline(never)]
-    fn walk4(
+    fn walk(
         &self,
         lanes: [&[u8]; STRIPES],
         states: &mut [u32; STRIPES],
         stops: &mut Stops,
     ) -> usize {
-        let (classes, trans) = (&self.classes, &*self.trans);
-        let [a, b, c, d] = lanes;
-        let [mut s0, mut s1, mut s2, mut s3] = *states;
-        let mut walked = a.len();
+        let trans = &*self.trans;
+        let n = lanes.iter().map(|l| l.len()).min().unwrap_or(0);
+        // Slices of one known length: no bounds checks in the loop.
+        let lanes: [&[u8]; STRIPES] = std::array::from_fn(|j| &lanes[j][..n]);
+        let mut s = *states;
+        let mut walked = n;
         stops.len = 0;
-        // Zipped slices give one index and no bounds checks; the four
-        // states advance before the one branch, so the four dependency
-        // chains overlap. A stop is noted without leaving the loop (hits
-        // of common keywords come every few hundred bytes).
-        for (i, (((&x0, &x1), &x2), &x3)) in a.iter().zip(b).zip(c).zip(d).enumerate() {
-            s0 = Self::step(classes, trans, s0, x0);
-            s1 = Self::step(classes, trans, s1, x1);
-            s2 = Self::step(classes, trans, s2, x2);
-            s3 = Self::step(classes, trans, s3, x3);
-            if (s0 | s1 | s2 | s3) & MATCH != 0 {
-                let n = stops.len;
-                stops.at[n] = i;
-                stops.states[n] = [s0, s1, s2, s3];
-                stops.len = n + 1;
-                if n + 1 == STOPS {
+        for i in 0..n {
+            let mut any = 0;
+            for (state, lane) in s.iter_mut().zip(&lanes) {
+                *state = Self::step(trans, *state, lane[i]);
+                any |= *state;
+            }
+            if any & MATCH != 0 {
+                let m = stops.len;
+                stops.at[m] = i;
+                stops.states[m] = s;
+                stops.len = m + 1;
+                if m + 1 == STOPS {
                     walked = i + 1;
                     break;
                 }
             }
         }
-        *states = [s0, s1, s2, s3];
+        *states = s;
         walked
     }
 
@@ -245,10 +238,26 @@ impl KeywordDfa {
     #[inline(always)]
     fn record(&self, state: u32, at: usize, owned: usize, out: &mut Vec<(usize, u32)>) {
         if state & MATCH != 0 && at >= owned {
-            let (from, to) = self.matches[(state - MATCH) as usize / self.stride];
+            let (from, to) = self.matches[(state - MATCH) as usize / 256];
             for &p in &self.patterns[from as usize..to as usize] {
                 out.push((at + 1, p));
             }
+        }
+    }
+
+    /// Walks `hay[from..to]` one byte at a time from `state`, recording
+    /// what the stripe owns: a short buffer, and the stripes' ends.
+    fn walk_recording(
+        &self,
+        hay: &[u8],
+        (from, to): (usize, usize),
+        state: &mut u32,
+        owned: usize,
+        out: &mut Vec<(usize, u32)>,
+    ) {
+        for (at, &byte) in hay.iter().enumerate().take(to).skip(from) {
+            *state = Self::step(&self.trans, *state, byte);
+            self.record(*state, at, owned, out);
         }
     }
 
@@ -266,7 +275,7 @@ impl KeywordDfa {
         out: &mut Vec<(usize, u32)>,
     ) {
         out.clear();
-        let Stripes { k, owned, pos, end } = Stripes::new(hay.len(), reach, stripes);
+        let Stripes { k, owned, pos, end } = Stripes::new(hay.len(), reach, STRIPES, stripes);
         let mut state = [self.start; STRIPES];
         let mut done = 0;
         if k == STRIPES {
@@ -279,7 +288,7 @@ impl KeywordDfa {
             };
             while done < len {
                 let lanes = std::array::from_fn(|j| &hay[pos[j] + done..pos[j] + len]);
-                let walked = self.walk4(lanes, &mut state, &mut stops);
+                let walked = self.walk(lanes, &mut state, &mut stops);
                 for (&i, stop) in stops.at.iter().zip(&stops.states).take(stops.len) {
                     for j in 0..k {
                         self.record(stop[j], pos[j] + done + i, owned[j], &mut stripes[j]);
@@ -288,12 +297,14 @@ impl KeywordDfa {
                 done += walked;
             }
         }
-        let (classes, trans) = (&self.classes, &*self.trans);
         for j in 0..k {
-            for (at, &byte) in hay.iter().enumerate().take(end[j]).skip(pos[j] + done) {
-                state[j] = Self::step(classes, trans, state[j], byte);
-                self.record(state[j], at, owned[j], &mut stripes[j]);
-            }
+            self.walk_recording(
+                hay,
+                (pos[j] + done, end[j]),
+                &mut state[j],
+                owned[j],
+                &mut stripes[j],
+            );
         }
         for stripe in &stripes[..k] {
             out.extend_from_slice(stripe);
@@ -338,7 +349,7 @@ mod tests {
             keywords.sort();
             keywords.dedup();
             let dfa = source(&keywords);
-            let compact = KeywordDfa::new(&dfa, &keywords).unwrap();
+            let compact = KeywordDfa::new(&dfa).unwrap();
             // Repeat the text past the striping threshold half of the time.
             let hay: Vec<u8> = if long {
                 hay.iter().copied().cycle().take(MIN_STRIPED + 4097).collect()

@@ -375,7 +375,7 @@ impl RuleSet {
             .ascii_case_insensitive(true)
             .prefilter(false)
             .build(&keywords)
-            .map(|dfa| match KeywordDfa::new(&dfa, &keywords) {
+            .map(|dfa| match KeywordDfa::new(&dfa) {
                 Some(compact) => Prefilter::Compact(compact),
                 None => Prefilter::Dfa(dfa),
             })
