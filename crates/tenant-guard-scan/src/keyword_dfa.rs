@@ -37,7 +37,7 @@ pub(crate) const MIN_STRIPED: usize = 64 << 10;
 /// entry per byte value, so the table holds 2,048 rows in each half; only
 /// the rows in use are written (the rest stay untouched zero pages).
 /// Automata with more states fall back to the `aho_corasick` DFA; the
-/// built-in rules use about 1,800 rows.
+/// built-in rules use 1,390 rows of the lower half and 359 of the upper.
 const TABLE: usize = 1 << 20;
 /// Most stops noted by one [`KeywordDfa::walk`] call.
 const STOPS: usize = 64;
