@@ -30,8 +30,12 @@ const MATCH: u32 = (TABLE / 2) as u32;
 /// stripes than this no longer fit in the registers (measured: 4, 6, 8 and
 /// 10 stripes, in `docs/BENCHMARKS.md`).
 pub(crate) const STRIPES: usize = 6;
-/// Buffers shorter than this are searched as one stripe.
-pub(crate) const MIN_STRIPED: usize = 64 << 10;
+/// Buffers shorter than this are searched as one stripe. Each stripe but
+/// the first walks the longest keyword's length again (at most a few dozen
+/// bytes), and one stripe walks three to four times slower than six in
+/// step: striping pays from about a kilobyte on (most source files are
+/// longer; measured in `docs/BENCHMARKS.md`).
+pub(crate) const MIN_STRIPED: usize = 1 << 10;
 /// Entries of the transition table: a power of two, so that an index
 /// masked with `TABLE - 1` needs no bounds check. A state's row has one
 /// entry per byte value, so the table holds 2,048 rows in each half; only
@@ -193,11 +197,11 @@ impl KeywordDfa {
         trans[(state | u32::from(byte)) as usize & (TABLE - 1)]
     }
 
-    /// Walks [`STRIPES`] stripes of equal length in step from `states`, noting in
-    /// `stops` every byte index after which one of them is in a state that
-    /// reports keywords, with the states there. Returns the number of
-    /// bytes walked: all of them, or fewer once `stops` is full. `states`
-    /// holds the states reached.
+    /// Walks the stripes in step from `states` for as long as the shortest
+    /// lasts, noting in `stops` every byte index after which one of them is
+    /// in a state that reports keywords, with the states there. Returns the
+    /// number of bytes walked: all of them, or fewer once `stops` is full.
+    /// `states` holds the states reached.
     #[inline(never)]
     fn walk(
         &self,
@@ -212,6 +216,9 @@ impl KeywordDfa {
         let mut s = *states;
         let mut walked = n;
         stops.len = 0;
+        // The states all advance before the one branch, so their chains
+        // overlap. A stop is noted without leaving the loop: hits of common
+        // keywords come every few hundred bytes.
         for i in 0..n {
             let mut any = 0;
             for (state, lane) in s.iter_mut().zip(&lanes) {
