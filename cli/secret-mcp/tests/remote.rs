@@ -105,11 +105,12 @@ impl Running {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Reads to the end even once nobody waits for lines: closing the
+            // pipe early would make the server's next write (the rest of its
+            // banner) fail, and the server exit.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
